@@ -1,0 +1,109 @@
+"""Input data for `kiln run --inputs` and calibration: an .npz, a .npy, a folder of them, or a
+Python callable ("path/to/file.py:function" or "package.module:function") yielding batches."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import OptionError
+
+Batch = dict[str, np.ndarray]
+
+
+def load_inputs(source: str, input_names: Sequence[str]) -> Batch:
+    """One set of model inputs keyed by input name (a lone unnamed array feeds the only input)."""
+    batches = iterate_batches(source, input_names)
+    try:
+        batch = next(iter(batches))
+    except StopIteration:
+        raise OptionError(f"{source} holds no input arrays") from None
+    return batch
+
+
+def iterate_batches(source: Any, input_names: Sequence[str]) -> Iterator[Batch]:
+    """Stream batches from `source` one at a time (files are memory-mapped where possible)."""
+    if callable(source):
+        yield from _from_callable(source, input_names)
+        return
+    if isinstance(source, Mapping):
+        yield _name_arrays(dict(source), input_names, "the given mapping")
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        raise OptionError(f"input data must be a path, a mapping or a callable, not {type(source).__name__}")
+    source = os.fspath(source)
+    if ":" in source and not os.path.exists(source):
+        yield from _from_callable(_resolve_callable(source), input_names)
+        return
+    if not os.path.exists(source):
+        raise OptionError(f"input data not found: {source}")
+    if os.path.isdir(source):
+        files = sorted(f for f in os.listdir(source) if f.endswith((".npz", ".npy")))
+        if not files:
+            raise OptionError(f"folder {source} holds no .npz or .npy files")
+        if all(f.endswith(".npy") and os.path.splitext(f)[0] in input_names for f in files):
+            yield {os.path.splitext(f)[0]: np.load(os.path.join(source, f), mmap_mode="r") for f in files}
+            return
+        for name in files:
+            yield from _from_file(os.path.join(source, name), input_names)
+        return
+    yield from _from_file(source, input_names)
+
+
+def _from_file(path: str, input_names: Sequence[str]) -> Iterator[Batch]:
+    try:
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise OptionError(f"cannot read input data {path}: {error}") from None
+    if isinstance(loaded, np.ndarray):
+        yield _name_arrays({"": loaded}, input_names, path)
+        return
+    with loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    yield _name_arrays(arrays, input_names, path)
+
+
+def _name_arrays(arrays: dict[str, Any], input_names: Sequence[str], where: str) -> Batch:
+    if set(input_names) <= set(arrays):
+        return {name: np.asarray(arrays[name]) for name in input_names}
+    if len(arrays) == 1 and len(input_names) == 1:
+        return {input_names[0]: np.asarray(next(iter(arrays.values())))}
+    missing = [n for n in input_names if n not in arrays]
+    raise OptionError(
+        f"{where} lacks arrays for input(s) {', '.join(missing)}",
+        f"it holds {', '.join(arrays) or 'nothing'}; name arrays after the model inputs",
+    )
+
+
+def _resolve_callable(spec: str) -> Callable[[], Any]:
+    target, _, attribute = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location("kiln_user_data", target)
+            if module_spec is None or module_spec.loader is None:
+                raise ImportError(target)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        function = getattr(module, attribute)
+    except (ImportError, AttributeError, FileNotFoundError, SyntaxError) as error:
+        raise OptionError(f"cannot load data callable {spec!r}: {error}") from None
+    if not callable(function):
+        raise OptionError(f"{spec!r} is not callable")
+    return function
+
+
+def _from_callable(function: Callable[[], Any], input_names: Sequence[str]) -> Iterator[Batch]:
+    produced = function()
+    items = produced if not isinstance(produced, (dict, np.ndarray)) else [produced]
+    for item in items:
+        if isinstance(item, np.ndarray):
+            item = {"": item}
+        elif isinstance(item, (list, tuple)):
+            item = dict(zip(input_names, item))
+        yield _name_arrays(dict(item), input_names, "the data callable")

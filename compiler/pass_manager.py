@@ -1,0 +1,136 @@
+"""The pass manager: runs a pipeline over a graph, fixed-point groups included, enforcing each
+pass's contract, timing it, counting nodes and calling the instruments around it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import KilnError, PassFailure
+from .instruments import PassInstrument
+from .ir import Graph
+from .pass_infra import PROPERTIES, PassContext, PassResult, get_pass
+from .pipeline import FixedPoint, PassStep, Pipeline, Step
+
+
+@dataclass
+class PassRecord:
+    """One pass execution, as the report and the visualizer show it."""
+
+    name: str
+    label: str
+    seconds: float = 0.0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    modified: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+    iteration: int = 0
+    note: str = ""
+    max_error: float | None = None
+    snapshot_index: int | None = None
+    history: list[str] = field(default_factory=list)
+    reproducer: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("history")
+        data.pop("reproducer")
+        return data
+
+
+class PassManager:
+    """`PassManager(pipeline, ctx, instruments).run(graph) -> (graph, records)`."""
+
+    def __init__(self, pipeline: Pipeline, ctx: PassContext | None = None, instruments: list[PassInstrument] | None = None):
+        self.pipeline = pipeline
+        self.ctx = ctx or PassContext()
+        self.instruments = list(instruments or [])
+        self.records: list[PassRecord] = []
+        self._history: list[str] = []
+
+    def run(self, graph: Graph) -> tuple[Graph, list[PassRecord]]:
+        for name in self.pipeline.pass_names():
+            get_pass(name)  # fail early, before any work, on an unknown name
+        for instrument in self.instruments:
+            instrument.before_pipeline(graph, self.ctx)
+        for step in self.pipeline.steps:
+            graph, _ = self._run_step(step, graph, iteration=0)
+        for instrument in self.instruments:
+            instrument.after_pipeline(graph, self.ctx)
+        return graph, self.records
+
+    def _run_step(self, step: Step, graph: Graph, iteration: int) -> tuple[Graph, bool]:
+        if isinstance(step, PassStep):
+            return self._run_pass(step.name, graph, iteration)
+        return self._run_fixed_point(step, graph)
+
+    def _run_fixed_point(self, group: FixedPoint, graph: Graph) -> tuple[Graph, bool]:
+        any_change = False
+        for iteration in range(1, group.max_iterations + 1):
+            changed = False
+            for step in group.steps:
+                graph, modified = self._run_step(step, graph, iteration)
+                changed |= modified
+            any_change |= changed
+            if not changed:
+                return graph, any_change
+        raise PassFailure(
+            f"passes {group} did not reach a fixed point in {group.max_iterations} iterations",
+            "two passes may be undoing each other; disable one with --disable",
+        )
+
+    def _run_pass(self, name: str, graph: Graph, iteration: int) -> tuple[Graph, bool]:
+        pass_ = get_pass(name)
+        label = name if iteration == 0 else f"{name}#{iteration}"
+        record = PassRecord(name=name, label=label, iteration=iteration, nodes_before=_count(graph))
+        record.history = list(self._history)
+        record.reproducer = ",".join(self._history[-12:] + [name])
+        for prop in pass_.requires:
+            check = PROPERTIES.get(prop)
+            if check is not None and not check(graph):
+                raise PassFailure(f"pass {name} requires {prop!r}, which the graph does not have", _before(self._history))
+        for instrument in self.instruments:
+            instrument.before_pass(pass_, graph, self.ctx)
+        start = time.perf_counter()
+        try:
+            result = pass_.run(graph, self.ctx)
+        except KilnError as error:
+            if isinstance(error, PassFailure):
+                raise
+            raise PassFailure(f"pass {name}: {error.one_line()}", _before(self._history)) from error
+        except Exception as error:
+            raise PassFailure(f"pass {name} crashed: {type(error).__name__}: {error}", _before(self._history)) from error
+        if not isinstance(result, PassResult):
+            raise PassFailure(f"pass {name} returned {type(result).__name__}, not a PassResult")
+        if pass_.in_place and result.graph is not graph:
+            raise PassFailure(f"pass {name} declares in_place but returned a different graph")
+        if result.modified:
+            self._refresh_types(pass_, result.graph)
+        record.seconds = time.perf_counter() - start
+        record.nodes_after = _count(result.graph)
+        record.modified = result.modified
+        record.counters = dict(result.counters)
+        self.records.append(record)
+        for instrument in self.instruments:
+            instrument.after_pass(pass_, result, record, self.ctx)
+        self._history.append(name)
+        return result.graph, result.modified
+
+    @staticmethod
+    def _refresh_types(pass_, graph: Graph) -> None:
+        needs = pass_.changes_shapes or any(
+            v.type is None and v.name != "" and v.uses for n in graph.nodes for v in n.outputs
+        )
+        if needs:
+            from .shape_inference import infer_types
+
+            infer_types(graph)
+
+
+def _count(graph: Graph) -> int:
+    return len(graph.nodes)
+
+
+def _before(history: list[str]) -> str:
+    return "passes before it: " + (", ".join(history[-6:]) if history else "none")

@@ -1,0 +1,135 @@
+"""Type and shape inference for IR graphs: ONNX's own inference (with data propagation, so shape
+subgraphs resolve) plus the type rules of ai.graphkiln ops. Known facts are never lost: inferred
+types only fill in what is unknown, and graph inputs keep their declared types."""
+
+from __future__ import annotations
+
+import onnx
+
+from .custom_ops import get_custom_op
+from .ir import Graph, Node, Shape, TensorType, Value, ValueType
+from .onnx_io._types import type_from_proto
+
+_INLINE_CONST_LIMIT = 4096  # elements; larger initializers go in as typed inputs (shape only)
+
+
+def infer_types(graph: Graph, *, rounds: int = 3) -> None:
+    """Fill in unknown value types throughout `graph` (subgraphs included)."""
+    for _ in range(rounds):
+        changed = _infer_custom(graph)
+        changed |= _infer_onnx(graph)
+        if not changed:
+            break
+
+
+def _infer_custom(graph: Graph) -> bool:
+    changed = False
+    for node in graph.all_nodes():
+        if not node.domain or node.domain in ("ai.onnx", "ai.onnx.ml"):
+            continue
+        op = get_custom_op(node.domain, node.op_type)
+        if op is None:
+            continue
+        try:
+            types = op.infer(node)
+        except Exception:
+            continue
+        for value, inferred in zip(node.outputs, types):
+            changed |= merge_type(value, inferred)
+    return changed
+
+
+def _infer_onnx(graph: Graph) -> bool:
+    model, names = _light_model(graph)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
+        except Exception:
+            return False
+    found: dict[str, onnx.ValueInfoProto] = {}
+    _collect_value_infos(inferred.graph, found)
+    changed = False
+    for name, value in names.items():
+        info = found.get(name)
+        if info is None or value.is_graph_input():
+            continue
+        changed |= merge_type(value, type_from_proto(info.type))
+    return changed
+
+
+def _collect_value_infos(graph: onnx.GraphProto, found: dict[str, onnx.ValueInfoProto]) -> None:
+    for info in list(graph.value_info) + list(graph.output):
+        found[info.name] = info
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _collect_value_infos(attr.g, found)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    _collect_value_infos(sub, found)
+
+
+def _keep_for_inference(value: Value) -> bool:
+    tensor = value.const_value
+    if tensor.size <= _INLINE_CONST_LIMIT:
+        return True
+    return not tensor.dtype.is_floating and tensor.size <= 1 << 16
+
+
+def _light_model(graph: Graph) -> tuple[onnx.ModelProto, dict[str, Value]]:
+    """Export `graph` for inference without bulky weights: big initializers become typed inputs;
+    known outputs of custom ops go in as value_info so inference continues past them."""
+    from .onnx_io._export import _Exporter, graph_to_model
+
+    model = graph_to_model(graph, value_info=False, keep_data=_keep_for_inference)
+    exporter = _Exporter(graph, value_info=False)
+    top = model.graph
+    for node in graph.nodes:
+        if node.domain and node.domain not in ("ai.onnx", "ai.onnx.ml"):
+            for value in node.outputs:
+                if value.type is not None and value.name:
+                    top.value_info.append(exporter.value_info_of(value))
+    names: dict[str, Value] = {}
+    for node in graph.all_nodes():
+        for value in node.outputs:
+            if value.name:
+                names[value.name] = value
+    for value in graph.outputs:
+        if value.name:
+            names.setdefault(value.name, value)
+    return model, names
+
+
+def merge_type(value: Value, inferred: ValueType | None) -> bool:
+    """Refine `value.type` with `inferred`; returns True when anything new was learned."""
+    if inferred is None:
+        return False
+    current = value.type
+    if current is None:
+        value.type = inferred
+        return True
+    if not isinstance(current, TensorType) or not isinstance(inferred, TensorType):
+        return False
+    dtype = current.dtype if current.dtype else inferred.dtype
+    shape = current.shape
+    if inferred.shape is not None:
+        if shape is None:
+            shape = inferred.shape
+        elif len(shape) == len(inferred.shape):
+            shape = Shape(
+                new if (old is None or (isinstance(old, str) and isinstance(new, int))) and new is not None else old
+                for old, new in zip(shape, inferred.shape)
+            )
+    merged = TensorType(dtype, shape)
+    if merged != current:
+        value.type = merged
+        return True
+    return False
+
+
+def output_types_like(node: Node, index: int = 0) -> list[ValueType | None]:
+    """A type rule for ops whose outputs all look like input `index` (common for fused ops)."""
+    source = node.inputs[index]
+    return [source.type if source is not None else None for _ in node.outputs]

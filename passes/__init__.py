@@ -1,0 +1,3 @@
+"""The pass families of graphkiln; importing this package registers every pass and preset."""
+
+from . import constant_folding, dce, noop_removal, pipelines  # noqa: F401
