@@ -1,0 +1,1 @@
+"""The JAX/XLA backend: --backend cpu|gpu|tpu."""

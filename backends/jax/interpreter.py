@@ -1,0 +1,237 @@
+"""The JAX backend's one interpreter loop: an environment of values, dispatch per node through the
+lowering table, dead values freed, node names passed to jax.named_scope. Values known at trace
+time stay numpy (shape arithmetic resolves while tracing); weights are function arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from compiler.custom_ops import GRAPHKILN_DOMAIN
+from compiler.errors import UnsupportedError
+from compiler.ir import Attr, AttrType, Graph, Node, Tensor, TensorType, Value
+
+from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
+
+PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
+# float inputs that determine output shapes, so they must be known while tracing
+SHAPE_LIKE_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1), ("Range", 0), ("Range", 1), ("Range", 2)})
+STATIC_MAX_ELEMENTS = 1 << 16  # larger all-static results are computed by XLA, not at trace time
+
+
+@dataclass
+class LoweringOptions:
+    precision: str = "fp32"
+    platform: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_graph(graph: Graph) -> Graph:
+    """A copy of `graph` in which ai.graphkiln ops without a direct lowering are decomposed."""
+    from compiler.builder import OpBuilder
+    from compiler.custom_ops import get_custom_op
+
+    prepared = graph.copy()
+    for target in [prepared, *prepared.subgraphs_recursive()]:
+        for node in list(target.nodes):
+            if node.domain != GRAPHKILN_DOMAIN or has_lowering(node.domain, node.op_type):
+                continue
+            op = get_custom_op(node.domain, node.op_type)
+            if op is None:
+                raise UnsupportedError(f"no JAX lowering or decomposition for {node.domain}::{node.op_type}")
+            builder = OpBuilder(target, before=node, stamp=f"decompose:{node.op_type}")
+            for old, new in zip(node.outputs, op.decompose(builder, node)):
+                new.type = new.type or old.type
+                target.replace_all_uses_with(old, new)
+            target.remove_node(node)
+    return prepared
+
+
+def is_param(value: Value) -> bool:
+    """Whether an initializer travels as a function argument rather than a trace-time constant."""
+    tensor = value.const_value
+    if tensor is None:
+        return False
+    if any((use.node.op_type, use.index) in SHAPE_LIKE_INPUTS for use in value.uses):
+        return False
+    if tensor.size > 4096:
+        return True
+    return tensor.dtype.is_floating and tensor.size >= PARAM_MIN_SIZE
+
+
+def split_initializers(graph: Graph) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(params, statics): weights passed as arguments, and small constants baked in at trace time."""
+    params: dict[str, np.ndarray] = {}
+    statics: dict[str, np.ndarray] = {}
+    for name, value in graph.initializers.items():
+        (params if is_param(value) else statics)[name] = value.const_value.numpy()
+    return params, statics
+
+
+def attribute_kwargs(node: Node) -> dict[str, Any]:
+    """A node's attributes as plain Python values for a rule's keyword arguments."""
+    kwargs: dict[str, Any] = {}
+    for name, attr in node.attributes.items():
+        kwargs[name] = _attr_value(attr)
+    return kwargs
+
+
+def _attr_value(attr: Attr) -> Any:
+    if attr.type == AttrType.TENSOR:
+        return np.asarray(attr.value.numpy())
+    if attr.type == AttrType.TENSORS:
+        return [np.asarray(t.numpy()) for t in attr.value]
+    if attr.type == AttrType.STRING and isinstance(attr.value, bytes):
+        return attr.value.decode("utf-8", "replace")
+    return attr.value
+
+
+class Interpreter:
+    """Evaluates one graph (and, through `lower_subgraph`, its bodies) on JAX values."""
+
+    def __init__(self, options: LoweringOptions, opsets: dict[str, int]):
+        self.options = options
+        self.opsets = opsets
+
+    def run(self, graph: Graph, env: dict[int, Any]) -> list[Any]:
+        last_use = _last_uses(graph)
+        keep = {id(v) for v in graph.outputs}
+        for position, node in enumerate(graph.nodes):
+            args = [None if v is None else _read(env, v, node) for v in node.inputs]
+            results = self.evaluate(node, args, env)
+            for value, result in zip(node.outputs, results):
+                env[id(value)] = result
+            for dead in last_use.get(position, ()):
+                if dead not in keep:
+                    env.pop(dead, None)
+        return [_read(env, v, None) for v in graph.outputs]
+
+    def evaluate(self, node: Node, args: list[Any], env: dict[int, Any]) -> list[Any]:
+        opset = self.opsets.get(node.domain, self.opsets.get("", 1))
+        ctx = LoweringContext(
+            node, opset, self.options.precision, self.options.platform,
+            lower_subgraph=lambda graph: self._subgraph_function(graph, env),
+            options=self.options.extra,
+        )
+        kwargs = attribute_kwargs(node)
+        if _all_static(args) and not node.subgraphs() and self._small_outputs(node):
+            static = self._evaluate_static(ctx, node, args, kwargs)
+            if static is not None:
+                return static
+        rule = find_lowering(node.domain, node.op_type, opset)
+        with jax.named_scope(_scope_name(node)):
+            result = rule(ctx, *args, **kwargs)
+        return _as_list(result, len(node.outputs))
+
+    def _evaluate_static(self, ctx, node: Node, args, kwargs) -> list[Any] | None:
+        kernel = find_static_kernel(node.domain, node.op_type)
+        if kernel is not None:
+            try:
+                return [np.asarray(r) if r is not None else None for r in _as_list(kernel(ctx, *args, **kwargs), len(node.outputs))]
+            except NotImplementedError:
+                pass
+        if any(isinstance(a, np.ndarray) and a.dtype == object for a in args if a is not None):
+            return None
+        rule = find_lowering(node.domain, node.op_type, ctx.opset)
+        with jax.ensure_compile_time_eval():
+            result = _as_list(rule(ctx, *args, **kwargs), len(node.outputs))
+        return [_to_numpy(r) for r in result]
+
+    @staticmethod
+    def _small_outputs(node: Node) -> bool:
+        for value in node.outputs:
+            if not isinstance(value.type, TensorType):
+                return False
+            count = value.shape.numel() if value.shape is not None else None
+            if count is None or count > STATIC_MAX_ELEMENTS:
+                return False
+        return True
+
+    def _subgraph_function(self, graph: Graph, outer_env: dict[int, Any]) -> Callable[..., list]:
+        """A Python function running `graph` with its formal inputs bound to the arguments;
+        outer-scope values are read from the enclosing environment."""
+
+        def body(*inputs: Any) -> list[Any]:
+            env = dict(outer_env)
+            for value, array in zip(graph.inputs, inputs):
+                env[id(value)] = array
+            for name, value in graph.initializers.items():
+                if not any(v is value for v in graph.inputs):
+                    env[id(value)] = value.const_value.numpy()
+            return self.run(graph, env)
+
+        return body
+
+
+def _all_static(args: Sequence[Any]) -> bool:
+    return all(a is None or is_static(a) or (isinstance(a, list) and all(is_static(x) for x in a)) for a in args)
+
+
+def _to_numpy(result: Any) -> Any:
+    if result is None:
+        return None
+    if isinstance(result, list):
+        return [_to_numpy(r) for r in result]
+    return np.asarray(result)
+
+
+def _as_list(result: Any, count: int) -> list[Any]:
+    if isinstance(result, tuple):
+        values = list(result)
+    else:
+        values = [result]
+    if len(values) < count:
+        values += [None] * (count - len(values))
+    return values
+
+
+def _read(env: dict[int, Any], value: Value, reader: Node | None) -> Any:
+    try:
+        return env[id(value)]
+    except KeyError:
+        where = f" (read by {reader.op_type} {reader.name!r})" if reader is not None else ""
+        raise UnsupportedError(f"value {value.name!r} has no lowered definition{where}") from None
+
+
+def _last_uses(graph: Graph) -> dict[int, list[int]]:
+    """position of node -> ids of values whose last reader (in this graph) is that node."""
+    last: dict[int, int] = {}
+    for position, node in enumerate(graph.nodes):
+        for value in list(node.inputs) + node.implicit_inputs():
+            if value is not None:
+                last[id(value)] = position
+    by_position: dict[int, list[int]] = {}
+    for value_id, position in last.items():
+        by_position.setdefault(position, []).append(value_id)
+    return by_position
+
+
+def _scope_name(node: Node) -> str:
+    name = node.name or node.op_type
+    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in name)[:120] or node.op_type
+
+
+def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[..., list], dict[str, np.ndarray]]:
+    """Lower `graph` to a pure function `f(params, *inputs) -> list of outputs` and its params."""
+    prepared = prepare_graph(graph)
+    params, statics = split_initializers(prepared)
+    opsets = dict(prepared.opset_imports)
+    inputs = [v for v in prepared.inputs if v.const_value is None]
+    initializer_values = dict(prepared.initializers)
+
+    def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
+        if len(input_values) != len(inputs):
+            raise UnsupportedError(f"model takes {len(inputs)} inputs, got {len(input_values)}")
+        env: dict[int, Any] = {}
+        for name, value in initializer_values.items():
+            env[id(value)] = param_values[name] if name in param_values else statics[name]
+        for value, array in zip(inputs, input_values):
+            env[id(value)] = array
+        outputs = Interpreter(options, opsets).run(prepared, env)
+        return [jnp.asarray(o) if isinstance(o, np.ndarray) and o.dtype != object else o for o in outputs]
+
+    return function, params

@@ -1,0 +1,1 @@
+"""Lowering rule families, one module per op family; importing this package registers them."""
