@@ -1,3 +1,3 @@
 """Backends of graphkiln; importing this package registers them with compiler.backend_registry."""
 
-from . import onnx  # noqa: F401
+from . import jax, onnx  # noqa: F401

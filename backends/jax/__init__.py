@@ -1,1 +1,3 @@
 """The JAX/XLA backend: --backend cpu|gpu|tpu."""
+
+from . import backend  # noqa: F401
