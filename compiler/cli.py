@@ -46,6 +46,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, help="shard the batch over N devices (jax backends)")
+    parser.add_argument("--model-parallel", type=int, metavar="M", help="of the --devices, split large weight matrices over M (jax backends)")
     parser.add_argument("--array", help="systolic array size ROWSxCOLS (asic)")
     parser.add_argument("--dataflow", choices=("os", "ws", "is"), help="systolic dataflow (asic)")
     parser.add_argument("--sram", type=float, metavar="KB", help="on-chip SRAM per operand buffer in KB (asic)")
@@ -140,7 +141,7 @@ def _pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "disabled_rules": _split_list(args.disable_rule),
         "debug_rewrites": bool(args.explain),
     }
-    for key in ("calibration_method", "prune_mode", "recover", "steps", "devices", "array", "dataflow", "sram",
+    for key in ("calibration_method", "prune_mode", "recover", "steps", "devices", "model_parallel", "array", "dataflow", "sram",
                 "bandwidth", "freq"):
         value = getattr(args, key, None)
         if value is not None:

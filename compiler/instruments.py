@@ -68,7 +68,8 @@ class NumericCheckInstrument(PassInstrument):
             record.note = "numeric check skipped: the pass changes numerics by design"
             return
         actual = evaluate(result.graph, self.feeds)
-        verdict = compare_outputs(self.expected, actual, rtol=rtol, atol=atol)
+        names = [v.name for v in result.graph.outputs]
+        verdict = compare_outputs(self.expected, actual, rtol=rtol, atol=atol, names=names)
         record.max_error = verdict.max_abs_error
         if not verdict.ok:
             raise PassFailure(f"pass {pass_.name} changed the model's outputs: {verdict.message}", _history(record))

@@ -73,9 +73,10 @@ def _collect_value_infos(graph: onnx.GraphProto, found: dict[str, onnx.ValueInfo
 
 def _keep_for_inference(value: Value) -> bool:
     tensor = value.const_value
-    if tensor.size <= _INLINE_CONST_LIMIT:
-        return True
-    return not tensor.dtype.is_floating and tensor.size <= 1 << 16
+    if tensor.dtype.is_floating:
+        # float data never decides a shape: keep only tiny, already-loaded tensors
+        return tensor.is_loaded and tensor.size <= 16
+    return tensor.size <= 1 << 16
 
 
 def _light_model(graph: Graph) -> tuple[onnx.ModelProto, dict[str, Value]]:

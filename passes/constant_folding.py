@@ -76,6 +76,8 @@ class ConstantFolder:
             return False
         if any(not isinstance(v.type, (TensorType, type(None))) for v in node.outputs):
             return False
+        if node.op_type == "Identity" and node.output.is_graph_output():
+            return False  # already the cheapest way to give a constant output its name
         results = self._evaluate(node)
         if results is None:
             return False

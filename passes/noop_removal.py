@@ -6,7 +6,7 @@ import numpy as np
 
 from compiler.ir import Value
 from compiler.pass_infra import register_pass
-from compiler.rewriter import Rule, fail
+from compiler.rewriter import Rule, can_forward, fail
 
 from .rewrite_pass import RewritePass
 
@@ -48,23 +48,30 @@ def _cast(op, x):
 
 
 def _cast_is_noop(ctx, x, cast, **_):
-    return x.dtype is not None and int(x.dtype) == cast.attr("to") or fail("Cast changes the type", cast)
+    if x.dtype is None or int(x.dtype) != cast.attr("to"):
+        return fail("Cast changes the type", cast)
+    return _forwardable(ctx, x)
+
+
+def _forwardable(ctx, x, **_):
+    """The op's output may be replaced by its input (no Identity needed to keep a name)."""
+    return can_forward(ctx.root.outputs[0], x) or fail("output name must be kept; an Identity is the cheapest carrier", ctx.root)
+
+
+def _inference_dropout(ctx, x, training=None, **_):
+    return _forwardable(ctx, x) and _is_inference_dropout(ctx, training)
 
 
 def _pass_through(op, x, **_):
     return x
 
 
-def _keep_x(op, x, **_):
-    return x
-
-
 RULES = [
-    Rule("remove_identity", _identity, _pass_through),
-    Rule("remove_dropout", _dropout, _pass_through, _is_inference_dropout),
-    Rule("remove_dropout_ratio", _dropout_with_ratio, _pass_through, _is_inference_dropout),
-    Rule("remove_dropout_training_input", _dropout_full, _pass_through, _is_inference_dropout),
-    Rule("remove_cast_to_same_type", _cast, _keep_x, _cast_is_noop),
+    Rule("remove_identity", _identity, _pass_through, _forwardable),
+    Rule("remove_dropout", _dropout, _pass_through, _inference_dropout),
+    Rule("remove_dropout_ratio", _dropout_with_ratio, _pass_through, _inference_dropout),
+    Rule("remove_dropout_training_input", _dropout_full, _pass_through, _inference_dropout),
+    Rule("remove_cast_to_same_type", _cast, _pass_through, _cast_is_noop),
 ]
 
 

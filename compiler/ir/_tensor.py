@@ -89,7 +89,9 @@ class LazyTensor(Tensor):
 
     def numpy(self) -> np.ndarray:
         if self._array is None:
-            array = np.asarray(self._load())
+            array = self._load()
+            if not isinstance(array, np.ndarray):
+                array = np.asarray(array)
             if tuple(array.shape) != tuple(self._shape):
                 array = array.reshape(self._shape)
             self._array = array

@@ -40,6 +40,8 @@ def load_graph(source: "str | os.PathLike | onnx.ModelProto") -> Graph:
         return import_model(source)
     if isinstance(source, Graph):
         return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelLoadError(f"expected a model path or onnx.ModelProto, got {type(source).__name__}")
     path = os.fspath(source)
     model = read_model_proto(path)
     base_dir = os.path.dirname(os.path.abspath(path))

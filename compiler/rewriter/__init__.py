@@ -9,9 +9,9 @@
 from ._driver import MatchTracer, RewriteDidNotConverge, apply_rules
 from ._match import Match, MatchFailure, fail
 from ._pattern import AnyOf, AttrVar, PatternBuilder, trace_pattern
-from ._rule import RewriteContext, Rule, remove_dead
+from ._rule import RewriteContext, Rule, can_forward, remove_dead
 
 __all__ = [
     "AnyOf", "AttrVar", "Match", "MatchFailure", "MatchTracer", "PatternBuilder", "RewriteContext",
-    "RewriteDidNotConverge", "Rule", "apply_rules", "fail", "remove_dead", "trace_pattern",
+    "RewriteDidNotConverge", "Rule", "apply_rules", "can_forward", "fail", "remove_dead", "trace_pattern",
 ]

@@ -69,9 +69,12 @@ def apply_rules(
 def _rewrite_to_fixed_point(graph, by_root, max_iterations, tracer, options, counts) -> None:
     for iteration in range(max_iterations):
         fired: Counter = Counter()
+        budget = 4 * len(graph.nodes) + 64  # rewrites per sweep; more means rules feed each other
         for node in graph.nodes:
             if node.graph is not graph:
                 continue
+            if sum(fired.values()) > budget:
+                break
             for rule in by_root.get((node.domain, node.op_type), ()):
                 result = rule.try_match(node, options)
                 if tracer is not None:

@@ -108,6 +108,14 @@ class Rule:
         return builder.created
 
 
+def can_forward(old: Value, new: Value) -> bool:
+    """Whether `new` can stand in for `old` without an Identity: true unless `old` is a graph
+    output and `new` cannot take its name (a graph input, initializer or another output)."""
+    if not old.is_graph_output():
+        return True
+    return new.producer is not None and new.graph is old.graph and not new.is_graph_output()
+
+
 def _provenance(nodes: list[Node]) -> list[str]:
     names: list[str] = []
     for node in nodes:

@@ -1,0 +1,168 @@
+"""The IR's mutation API keeps use-def chains current; verify() catches broken invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.ir import (
+    DataType,
+    Graph,
+    GraphError,
+    Node,
+    Shape,
+    TensorType,
+    Value,
+    VerificationError,
+)
+from compiler.verify import verify
+
+
+def _float(name: str, *shape) -> Value:
+    return Value(name, TensorType(DataType.FLOAT, Shape(shape)))
+
+
+def _chain() -> tuple[Graph, Node, Node, Node]:
+    x = _float("x", "batch", 4)
+    a = Node("Relu", [x], name="a", outputs=["ra"])
+    b = Node("Neg", [a.output], name="b", outputs=["nb"])
+    c = Node("Add", [a.output, b.output], name="c", outputs=["y"])
+    graph = Graph([x], [c.output], [a, b, c], opset_imports={"": 17})
+    return graph, a, b, c
+
+
+def test_uses_follow_construction_and_replacement() -> None:
+    graph, a, b, c = _chain()
+    assert [(u.node.name, u.index) for u in a.output.uses] == [("b", 0), ("c", 0)]
+    c.replace_input_with(1, a.output)
+    assert [(u.node.name, u.index) for u in a.output.uses] == [("b", 0), ("c", 0), ("c", 1)]
+    assert b.output.uses == ()
+    verify(graph)
+
+
+def test_remove_node_refuses_while_read_and_names_readers() -> None:
+    graph, a, b, c = _chain()
+    with pytest.raises(GraphError, match=r"read by Neg 'b', Add 'c'"):
+        graph.remove_node(a)
+    with pytest.raises(GraphError, match="graph output"):
+        graph.remove_node(c)
+
+
+def test_replace_all_uses_keeps_graph_output_name() -> None:
+    graph, a, b, c = _chain()
+    replacement = Node("Sub", [a.output, b.output], name="s")
+    graph.insert_node(replacement, before=c)
+    graph.replace_all_uses_with(c.output, replacement.output)
+    graph.remove_node(c)
+    assert graph.outputs[0] is replacement.output
+    assert graph.outputs[0].name == "y"
+    verify(graph)
+
+
+def test_replace_output_with_graph_input_inserts_identity() -> None:
+    graph, a, b, c = _chain()
+    x = graph.inputs[0]
+    graph.replace_all_uses_with(c.output, x)
+    graph.remove_node(c)
+    assert graph.outputs[0].name == "y"
+    assert graph.outputs[0].producer.op_type == "Identity"
+    assert graph.outputs[0].producer.inputs[0] is x
+
+
+def test_iteration_survives_removal_and_insertion() -> None:
+    graph, a, b, c = _chain()
+    seen = []
+    for node in graph.nodes:
+        seen.append(node.name)
+        if node is a:
+            graph.insert_node(Node("Abs", [a.output], name="inserted"), after=a)
+        if node is b:
+            c.replace_input_with(1, a.output)
+            graph.remove_node(b)
+    assert seen == ["a", "inserted", "b", "c"]
+    assert [n.name for n in graph.nodes] == ["a", "inserted", "c"]
+
+
+def test_toposort_orders_and_detects_cycles() -> None:
+    graph, a, b, c = _chain()
+    graph.nodes.reorder([c, b, a])
+    with pytest.raises(VerificationError, match="before"):
+        verify(graph)
+    graph.toposort()
+    assert [n.name for n in graph.nodes] == ["a", "b", "c"]
+    a.replace_input_with(0, c.output)  # a now reads c: a cycle
+    with pytest.raises(GraphError, match="cycle"):
+        graph.toposort()
+
+
+def test_verify_catches_dangling_and_undefined_uses() -> None:
+    graph, a, b, c = _chain()
+    stranger = _float("stranger", 4)
+    c.replace_input_with(1, stranger)
+    with pytest.raises(VerificationError, match="undefined value 'stranger'"):
+        verify(graph)
+    graph2, a2, b2, c2 = _chain()
+    ghost = Node("Neg", [a2.output], name="ghost")  # reads a2 but was never added to the graph
+    with pytest.raises(VerificationError, match="use by removed node Neg 'ghost'"):
+        verify(graph2)
+    ghost._detach_inputs()
+    verify(graph2)
+
+
+def test_verify_catches_duplicate_producers() -> None:
+    graph, a, b, c = _chain()
+    b.outputs[0].name = "ra"  # same name as a's output
+    with pytest.raises(VerificationError, match="two producers"):
+        verify(graph)
+
+
+def test_verify_catches_type_mismatch() -> None:
+    graph, a, b, c = _chain()
+    a.output.type = TensorType(DataType.FLOAT, Shape(["batch", 4]))
+    verify(graph)
+    b.outputs[0].type = TensorType(DataType.INT64, Shape(["batch", 4]))
+    with pytest.raises(VerificationError, match=r"type mismatch at Neg 'b': output 0 \('nb'\) is int64 but input 0 is float"):
+        verify(graph)
+
+
+def test_networkx_view_serves_analyses() -> None:
+    import networkx as nx
+
+    graph, a, b, c = _chain()
+    view = graph.to_networkx()
+    assert set(view.edges()) == {(a, b), (a, c), (b, c)}
+    assert nx.is_directed_acyclic_graph(view)
+    assert nx.has_path(view, a, c)
+    assert nx.immediate_dominators(view, a)[c] is a
+
+
+def test_subgraph_captures_count_as_inputs() -> None:
+    cond = Value("cond", TensorType(DataType.BOOL, Shape([])))
+    x = _float("x", 2)
+    outer = Node("Neg", [x], name="outer", outputs=["n"])
+    then_node = Node("Relu", [outer.output], name="inner", outputs=["t"])
+    then_graph = Graph([], [then_node.output], [then_node], name="then")
+    else_node = Node("Abs", [x], name="inner2", outputs=["e"])
+    else_graph = Graph([], [else_node.output], [else_node], name="else")
+    branch = Node("If", [cond], {"then_branch": then_graph, "else_branch": else_graph}, name="if", outputs=["y"])
+    graph = Graph([cond, x], [branch.output], [branch, outer], opset_imports={"": 17})
+    assert outer.output in branch.implicit_inputs()
+    graph.toposort()
+    assert [n.name for n in graph.nodes] == ["outer", "if"]
+    verify(graph)
+    with pytest.raises(GraphError, match="read by Relu 'inner'"):
+        graph.remove_node(outer)
+
+
+def test_copy_is_deep_and_independent() -> None:
+    graph, a, b, c = _chain()
+    graph.make_constant(np.ones(3, np.float32), name="w")
+    clone = graph.copy()
+    verify(clone)
+    assert [n.name for n in clone.nodes] == ["a", "b", "c"]
+    assert clone.nodes[0] is not a and clone.inputs[0] is not graph.inputs[0]
+    clone_c = clone.nodes[2]
+    clone.replace_all_uses_with(clone_c.output, clone.inputs[0])
+    clone.remove_node(clone_c)
+    assert [n.name for n in graph.nodes] == ["a", "b", "c"]
+    verify(graph)

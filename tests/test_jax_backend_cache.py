@@ -1,0 +1,58 @@
+"""The persistent compilation cache is on by default: a second process compiling the same model
+reads XLA's executable from the cache folder; KILN_NO_CACHE=1 turns it off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = """
+import json, sys
+import jax.monitoring
+hits = []
+jax.monitoring.register_event_listener(lambda event, **_: hits.append(event) if event.endswith("cache_hits") else None)
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import compiler
+from jax_backend_support import ensure_basic_rules, mlp_model
+ensure_basic_rules()
+model = compiler.compile(mlp_model(seed=11), backend="cpu", opt_level=0)
+model(np.ones((3, 8), np.float32))
+print(json.dumps({"hits": len(hits), "cache": jax.config.jax_compilation_cache_dir}))
+"""
+
+
+def _run(tmp_path, **env_overrides) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_") or k == "KILN_VERIFY"}
+    env.update(PYTHONPATH=REPO, **env_overrides)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, os.path.join(REPO, "tests")], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_hits_the_persistent_cache(tmp_path):
+    cache = tmp_path / "cache"
+    first = _run(tmp_path, KILN_CACHE_DIR=str(cache))
+    assert first["cache"] == str(cache) and first["hits"] == 0
+    entries = [name for name in os.listdir(cache) if name.startswith("jit_function")]
+    assert len(entries) == 1  # the model's executable was written although it compiled in well under 1 s
+    second = _run(tmp_path, KILN_CACHE_DIR=str(cache))
+    assert second["hits"] >= 1
+
+
+def test_default_folder_is_under_the_user_cache(tmp_path):
+    result = _run(tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    assert result["cache"] == str(tmp_path / "xdg" / "graphkiln" / "xla")
+    assert any(name.startswith("jit_function") for name in os.listdir(tmp_path / "xdg" / "graphkiln" / "xla"))
+
+
+def test_kiln_no_cache_disables_it(tmp_path):
+    cache = tmp_path / "cache"
+    result = _run(tmp_path, KILN_CACHE_DIR=str(cache), KILN_NO_CACHE="1")
+    assert result["cache"] is None and result["hits"] == 0
+    assert not cache.exists()
