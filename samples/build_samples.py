@@ -3,7 +3,7 @@
 Run from the repository root (after ``pip install -r samples/requirements-build.txt``)::
 
     python samples/build_samples.py            # build every sample
-    python samples/build_samples.py mlp cnn    # build only some of them
+    python samples/build_samples.py mlp digits_cnn   # build only some of them
 
 Torch is used here, at build time only; graphkiln itself never imports it. Every builder seeds
 its own random generators, so a rebuild on the same versions gives the same models. Each model is
@@ -19,9 +19,11 @@ import argparse
 import collections
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,6 +38,17 @@ RTOL = 1e-4
 ATOL = 1e-5
 
 Feeds = dict[str, np.ndarray]
+Entry = dict[str, Any]  # one model's record in manifest.json
+
+
+class SampleError(RuntimeError):
+    """A built sample is not what it must be."""
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise SampleError with ``message`` unless ``condition`` holds (kept under ``python -O``)."""
+    if not condition:
+        raise SampleError(message)
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,7 @@ def export_torchscript(
     )
 
 
-def export_dynamo(model: nn.Module, example: Feeds, spec: ModelSpec) -> None:
+def export_dynamo(model: nn.Module, example: Feeds, spec: ModelSpec, opset: int) -> None:
     """Export with the torch.export-based exporter into one self-contained .onnx file."""
     dims = {
         dim: torch.export.Dim(dim)
@@ -231,12 +244,21 @@ def export_dynamo(model: nn.Module, example: Feeds, spec: ModelSpec) -> None:
         model,
         tuple(torch.from_numpy(example[name]) for name in spec.input_names),
         dynamo=True,
+        opset_version=opset,
         input_names=list(spec.input_names),
         output_names=list(spec.output_names),
         dynamic_shapes=dynamic_shapes,
         verbose=False,
     )
-    program.save(str(spec.path), external_data=False)
+    assert program is not None
+    # Node stack traces hold this machine's file paths and line numbers; the other metadata the
+    # exporter writes (namespace, fx_node, class_hierarchy, name_scopes) is kept.
+    proto = program.model_proto
+    for node in proto.graph.node:
+        kept = [prop for prop in node.metadata_props if prop.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(proto, str(spec.path))
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -245,7 +267,7 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def value_info_summary(value: onnx.ValueInfoProto) -> dict[str, object]:
+def value_info_summary(value: onnx.ValueInfoProto) -> dict[str, Any]:
     """Name, element type and shape (ints or symbol names) of a graph input or output."""
     tensor_type = value.type.tensor_type
     shape = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in tensor_type.shape.dim]
@@ -256,21 +278,22 @@ def value_info_summary(value: onnx.ValueInfoProto) -> dict[str, object]:
 def check_onnx_file(spec: ModelSpec) -> onnx.ModelProto:
     """Check size, validity, single-file weights, symbolic dims and required operators."""
     size = spec.path.stat().st_size
-    assert size < MAX_MODEL_BYTES, f"{spec.path.name} is {size} bytes"
+    check(size < MAX_MODEL_BYTES, f"{spec.path.name} is {size} bytes")
     model = onnx.load(str(spec.path))
     onnx.checker.check_model(model, full_check=True)
     for init in model.graph.initializer:
-        assert init.data_location != onnx.TensorProto.EXTERNAL, f"{init.name} is external"
+        check(init.data_location != onnx.TensorProto.EXTERNAL, f"{init.name} is external")
     inputs = {value.name: value for value in model.graph.input}
-    assert tuple(inputs) == spec.input_names, f"inputs {list(inputs)}"
-    assert tuple(v.name for v in model.graph.output) == spec.output_names
+    check(tuple(inputs) == spec.input_names, f"inputs {list(inputs)}")
+    outputs = tuple(value.name for value in model.graph.output)
+    check(outputs == spec.output_names, f"outputs {list(outputs)}")
     for name, dims in spec.symbolic_dims.items():
         actual = value_info_summary(inputs[name])["shape"]
         for axis, dim in enumerate(dims):
             if dim is not None:
-                assert actual[axis] == dim, f"{name} axis {axis} is {actual[axis]!r}, not {dim!r}"
+                check(actual[axis] == dim, f"{name} axis {axis} is {actual[axis]!r}, not {dim!r}")
     missing = set(spec.required_ops) - set(op_histogram(model))
-    assert not missing, f"{spec.path.name} lacks {sorted(missing)}"
+    check(not missing, f"{spec.path.name} lacks {sorted(missing)}")
     return model
 
 
@@ -288,11 +311,12 @@ def save_example(spec: ModelSpec, model: nn.Module, feeds: Feeds) -> None:
     """Write ``data/<name>_inputs.npz`` and the torch reference ``data/<name>_outputs.npz``."""
     with torch.no_grad():
         output = model(*(torch.from_numpy(feeds[name]) for name in spec.input_names))
-    np.savez(DATA_DIR / f"{spec.name}_inputs.npz", **feeds)
-    np.savez(DATA_DIR / f"{spec.name}_outputs.npz", **{spec.output_names[0]: output.numpy()})
+    outputs: Feeds = {spec.output_names[0]: output.numpy()}
+    np.savez(DATA_DIR / f"{spec.name}_inputs.npz", allow_pickle=False, **feeds)
+    np.savez(DATA_DIR / f"{spec.name}_outputs.npz", allow_pickle=False, **outputs)
 
 
-def finish(model: nn.Module, spec: ModelSpec, feeds_list: Sequence[Feeds]) -> dict[str, object]:
+def finish(model: nn.Module, spec: ModelSpec, feeds_list: Sequence[Feeds]) -> Entry:
     """Verify an exported sample, save its example batch and return its manifest entry."""
     proto = check_onnx_file(spec)
     check_against_torch(model, spec, feeds_list)
@@ -318,7 +342,7 @@ def float_batch(rng: np.random.Generator, *shape: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def build_mlp() -> dict[str, object]:
+def build_mlp() -> Entry:
     """mlp.onnx: the MLP, TorchScript exporter, opset 17, symbolic batch."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -335,7 +359,7 @@ def build_mlp() -> dict[str, object]:
     return finish(model, spec, feeds_list)
 
 
-def build_cnn_bn_residual() -> dict[str, object]:
+def build_cnn_bn_residual() -> Entry:
     """cnn_bn_residual.onnx: small ResNet with BatchNormalization kept (not folded into Conv)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
@@ -350,6 +374,7 @@ def build_cnn_bn_residual() -> dict[str, object]:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
@@ -397,7 +422,7 @@ def transformer_model() -> tuple[EncoderBlock, list[Feeds]]:
     return model, [transformer_feeds(rng, 2, 8), transformer_feeds(rng, 3, 5)]
 
 
-def build_transformer_torchscript() -> dict[str, object]:
+def build_transformer_torchscript() -> Entry:
     """transformer_torchscript.onnx: opset 14, so LayerNorm is decomposed and GELU uses Erf."""
     spec = transformer_spec(
         "transformer_torchscript",
@@ -411,14 +436,21 @@ def build_transformer_torchscript() -> dict[str, object]:
     return finish(model, spec, feeds_list)
 
 
-def build_transformer_dynamo() -> dict[str, object]:
-    """transformer_dynamo.onnx: the same block through the dynamo (torch.export) exporter."""
+def build_transformer_dynamo() -> Entry:
+    """transformer_dynamo.onnx: the same block through the dynamo (torch.export) exporter.
+
+    At opset 18 it writes LayerNormalization and an Erf-based GELU (its default opset, 20,
+    would write the Gelu operator instead).
+    """
     spec = transformer_spec(
         "transformer_dynamo",
-        required_ops=("LayerNormalization", "Softmax", "MatMul", "Reshape", "Transpose"),
-    )
+        required_ops=(
+            "LayerNormalization", "Erf", "Softmax", "MatMul",
+            "Shape", "Concat", "Reshape", "Transpose", "Where",
+        ),
+    )  # fmt: skip
     model, feeds_list = transformer_model()
-    export_dynamo(model, feeds_list[0], spec)
+    export_dynamo(model, feeds_list[0], spec, opset=18)
     return finish(model, spec, feeds_list)
 
 
@@ -439,7 +471,7 @@ def train_digits_cnn(x_train: np.ndarray, y_train: np.ndarray) -> DigitsCNN:
     return model.eval()
 
 
-def build_digits_cnn() -> dict[str, object]:
+def build_digits_cnn() -> Entry:
     """digits_cnn.onnx plus the held-out test set, calibration set and fp32 accuracy record."""
     import sklearn
     from sklearn.datasets import load_digits
@@ -471,7 +503,7 @@ def build_digits_cnn() -> dict[str, object]:
     (logits,) = session.run(["logits"], {"input": x_test})
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(x_test)).numpy()
-    accuracy = {
+    accuracy: dict[str, Any] = {
         "model": spec.path.name,
         "dataset": "sklearn.datasets.load_digits, /16 to [0, 1], "
         "train_test_split(test_size=0.25, random_state=0, stratify=labels)",
@@ -486,13 +518,13 @@ def build_digits_cnn() -> dict[str, object]:
             "scikit-learn": sklearn.__version__,
         },
     }
-    assert accuracy["fp32_accuracy_onnxruntime"] > 0.95, accuracy
+    check(accuracy["fp32_accuracy_onnxruntime"] > 0.95, f"digits accuracy too low: {accuracy}")
     (DATA_DIR / "digits_fp32_accuracy.json").write_text(json.dumps(accuracy, indent=2) + "\n")
     entry["fp32_test_accuracy"] = accuracy["fp32_accuracy_onnxruntime"]
     return entry
 
 
-BUILDERS: dict[str, Callable[[], dict[str, object]]] = {
+BUILDERS: dict[str, Callable[[], Entry]] = {
     "mlp": build_mlp,
     "cnn_bn_residual": build_cnn_bn_residual,
     "transformer_torchscript": build_transformer_torchscript,
@@ -501,10 +533,10 @@ BUILDERS: dict[str, Callable[[], dict[str, object]]] = {
 }
 
 
-def print_histogram(name: str, entry: dict[str, object]) -> None:
+def print_histogram(name: str, entry: Entry) -> None:
     """Print one model's size, opsets and operator histogram."""
     print(f"\n{name}.onnx  {entry['bytes']} bytes  opsets {entry['opsets']}")
-    for op, count in entry["op_histogram"].items():  # type: ignore[union-attr]
+    for op, count in entry["op_histogram"].items():
         print(f"  {op:<20} {count}")
 
 
@@ -516,7 +548,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = set(args.models) - set(BUILDERS)
     if unknown:
         parser.error(f"unknown samples: {', '.join(sorted(unknown))}")
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one reduction order, so training and outputs repeat exactly
+    # The legacy exporter is used on purpose: its output is one of the forms graphkiln imports.
+    warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     manifest_path = SAMPLES_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
