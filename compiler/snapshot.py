@@ -59,10 +59,12 @@ def snapshot_graph(graph: Graph) -> dict[str, Any]:
                 "fused_from": node.meta.get("fused_from"),
                 "meta": _jsonable({k: v for k, v in node.meta.items() if k not in ("uid", "rule", "fused_from")}),
                 "subgraph_nodes": sum(len(g.nodes) for g in node.subgraphs()) or None,
+                "doc": node.doc_string or "",
             }
         )
     return {
         "name": graph.name,
+        "doc": graph.doc_string or "",
         "inputs": [note_value(v) for v in graph.inputs],
         "outputs": [note_value(v) for v in graph.outputs],
         "nodes": nodes,

@@ -1,36 +1,145 @@
-"""`--backend cpu|gpu|tpu`: lower the optimized graph to one pure JAX function and jit it once."""
+"""`--backend cpu|gpu|tpu`: lower the optimized graph to one pure JAX function `f(params, *inputs)`,
+jit it once for the platform (weights as arguments, resident on the device), and save it as a
+jax.export artifact that reloads on that platform in a fresh process."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import numpy as np
 
 from compiler.backend_registry import BackendSpec, CompiledModel, register_backend
+from compiler.errors import ModelLoadError, UnsupportedError
 from compiler.ir import Graph
 from compiler.pass_infra import PassContext
 
+from .artifacts import read_exported, read_params, write_artifacts
+from .cache import enable_persistent_cache
+from .export import EXPORT_PLATFORMS, RUNTIME_PLATFORMS, export_function, local_platform, parse_static_shapes, platform_present
 from .interpreter import LoweringOptions, build_function
+from .precision import with_matmul_precision
+from .runtime import JitRunner
+from .sharding import make_placement
+
+enable_persistent_cache()
 
 
 class JaxCompiledModel(CompiledModel):
-    """A jit-compiled model for one JAX platform; weights are passed as arguments."""
+    """A model lowered for one JAX platform. Callable where the platform exists; `save` writes the
+    jax.export artifact, StableHLO text and weights for it from any machine."""
 
     backend_name = "cpu"
 
     def __init__(self, graph: Graph, report: Any, ctx: PassContext, platform: str):
         super().__init__(graph, report, ctx)
+        enable_persistent_cache()
         self.backend_name = platform
         self.platform = platform
-        options = LoweringOptions(precision=ctx.option("precision") or "fp32", platform=platform, extra=dict(ctx.options))
-        self.function, self.params = build_function(graph, options)
-        self._compiled = jax.jit(self.function)
+        self.precision = ctx.option("precision") or "fp32"
+        options = LoweringOptions(precision=self.precision, platform=platform, extra=dict(ctx.options))
+        function, self.params = build_function(graph, options)
+        self.function = with_matmul_precision(function, self.precision)
+        self.static_shapes = parse_static_shapes(ctx.option("static_shapes"))
+        self.present = platform_present(platform)
+        self._exported: jax.export.Exported | None = None
+        self._symbols: dict[str, str] = {}
+        self._artifact_entries: dict[str, Any] = {}
+        self.runner: JitRunner | None = None
+        if self.present:
+            placement = make_placement(platform, ctx.option("devices"), ctx.option("model_parallel"),
+                                       ctx.option("model_parallel_min_elements"))
+            self.runner = JitRunner(self.function, self.params, placement, graph)
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         arrays = self.bind_inputs(args, kwargs)
-        outputs = self._compiled(self.params, *arrays)
-        return [np.asarray(o) if not isinstance(o, list) else [np.asarray(x) for x in o] for o in outputs]
+        return self._require_runner()(arrays)
+
+    def _require_runner(self) -> JitRunner:
+        if self.runner is None:
+            raise UnsupportedError(f"model was compiled for {self.platform}; this machine has {local_platform()}",
+                                   "save it (kiln compile -o OUT) and run the artifact where that platform exists")
+        return self.runner
+
+    def export(self) -> jax.export.Exported:
+        """The jax.export of the model for its platform (symbolic input dims kept), made once."""
+        if self._exported is None:
+            self._exported, self._symbols = export_function(self.function, self.params, self.graph, self.platform,
+                                                            self.static_shapes)
+        return self._exported
+
+    def save_artifacts(self, folder: str) -> None:
+        exported = self.export()
+        self._artifact_entries = write_artifacts(folder, exported, self.params)
+        if self.runner is not None:
+            _warm_cache(exported, self.runner.device_params, self.graph)
+
+    def manifest(self) -> dict[str, Any]:
+        entries = {
+            "platform": self.platform,
+            "precision": self.precision,
+            "devices": self.runner.placement.device_count if self.runner else int(self.ctx.option("devices") or 1),
+            "model_parallel": int(self.ctx.option("model_parallel") or 1),
+            "symbolic_dims": dict(self._symbols),
+            "param_count": int(sum(np.size(a) for a in self.params.values())),
+            "param_bytes": int(sum(np.asarray(a).nbytes for a in self.params.values())),
+        }
+        entries.update(self._artifact_entries)
+        return {"jax": entries}
+
+    def describe(self) -> str:
+        """One line for `kiln compile`: what was lowered, for what, and where it runs."""
+        megabytes = sum(np.asarray(a).nbytes for a in self.params.values()) / 1e6
+        where = self.runner.placement.describe() if self.runner else f"not runnable here ({local_platform()} machine)"
+        symbols = ", ".join(self._symbols) or "none"
+        return (f"jax {self.platform}: {len(self.params)} weights ({megabytes:.1f} MB) passed as arguments, "
+                f"precision {self.precision}, {where}; symbolic dims: {symbols}")
+
+
+def _warm_cache(exported: jax.export.Exported, params: dict[str, Any], graph: Graph) -> None:
+    """With fully static input shapes, compile the exported module now so `kiln run` in a later
+    process finds it in the persistent compilation cache."""
+    if any(not isinstance(d, int) for aval in exported.in_avals for d in aval.shape):
+        return
+    specs = exported.in_avals[len(params):]
+    jax.jit(exported.call).lower(params, *[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in specs]).compile()
+
+
+class JaxArtifactModel(CompiledModel):
+    """A saved JAX artifact (model.jax_export + params.npz) reloaded for the platform it names."""
+
+    def __init__(self, folder: str, report: dict):
+        from compiler.onnx_io import load_graph
+        from compiler.report import Report
+
+        manifest = report.get("artifacts") or {}
+        entries = manifest.get("jax")
+        if not entries:
+            raise ModelLoadError(f"{folder} holds no JAX artifact (report.json names none)", "recompile with kiln compile --backend cpu|gpu|tpu")
+        if entries.get("x64") and not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)
+        enable_persistent_cache()
+        exported = read_exported(folder, entries)
+        graph = load_graph(os.path.join(folder, "model.onnx"))
+        summary = Report(model=report.get("model", "model"), backend=manifest.get("backend", "cpu"),
+                         opt_level=report.get("opt_level", 0), pipeline=report.get("pipeline", ""),
+                         before=report.get("before", {}), after=report.get("after", {}))
+        summary.artifacts = manifest
+        ctx = PassContext(backend=summary.backend, options={"precision": entries.get("precision", "fp32")})
+        super().__init__(graph, summary, ctx)
+        self.backend_name = summary.backend
+        self.exported = exported
+        runtime = next(RUNTIME_PLATFORMS[p] for p in exported.platforms if platform_present(p))
+        devices = min(int(entries.get("devices", 1)), len(jax.devices(runtime)))
+        model_parallel = int(entries.get("model_parallel", 1))
+        if devices % model_parallel:
+            model_parallel = 1
+        placement = make_placement(runtime, devices, model_parallel)
+        self.runner = JitRunner(exported.call, read_params(folder, entries), placement, graph)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        return self.runner(self.bind_inputs(args, kwargs))
 
 
 def _compile_for(platform: str):
@@ -40,6 +149,10 @@ def _compile_for(platform: str):
     return compile_graph
 
 
-for _platform in ("cpu", "gpu", "tpu"):
-    register_backend(BackendSpec(_platform, _compile_for(_platform), None, pipeline_family="jax",
+def _load(folder: str, report: dict) -> CompiledModel:
+    return JaxArtifactModel(folder, report)
+
+
+for _platform in EXPORT_PLATFORMS:
+    register_backend(BackendSpec(_platform, _compile_for(_platform), _load, pipeline_family="jax",
                                  description=f"JAX/XLA on {_platform}"))
