@@ -38,7 +38,7 @@ class ZooModel:
     opset_torchscript: int = 17
 
 
-def _import_torchvision():
+def import_torchvision():
     """torchvision; tolerates a build whose C extension does not match a CPU-only torch (the
     models need none of its custom ops)."""
     try:
@@ -94,7 +94,7 @@ def _t5_encoder():
 
 def _vision(factory: str):
     def build():
-        torchvision = _import_torchvision()
+        torchvision = import_torchvision()
         return getattr(torchvision.models, factory)(weights=None).eval()
 
     return build
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    _import_torchvision()  # before transformers, which imports it too
+    import_torchvision()  # before transformers, which imports it too
     torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no ONNX export
     torch.manual_seed(0)
     os.makedirs(args.out, exist_ok=True)

@@ -44,6 +44,9 @@ def build_torch_model(name: str, tiny: bool):
     """The torch module for `name`, random weights from a fixed seed, in eval mode."""
     import torch
 
+    from build_models import import_torchvision
+
+    import_torchvision()  # before transformers, which imports it too
     torch.manual_seed(0)
     if name == "bert_base":
         from transformers import BertConfig, BertModel

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
+import compiler
 from compiler.ir import (
     DataType,
     Graph,
@@ -166,3 +168,15 @@ def test_copy_is_deep_and_independent() -> None:
     clone.remove_node(clone_c)
     assert [n.name for n in graph.nodes] == ["a", "b", "c"]
     verify(graph)
+
+
+def test_model_local_functions_are_inlined_on_load():
+    """A node calling a model-local function becomes the function's body."""
+    function = onnx.helper.make_function("local", "F", ["x"], ["y"], [onnx.helper.make_node("Relu", ["x"], ["t"]), onnx.helper.make_node("Neg", ["t"], ["y"])], [onnx.helper.make_opsetid("", 17)])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("F", ["a"], ["b"], domain="local")], "g",
+        [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2])],
+        [onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [2])],
+    )
+    model = onnx.helper.make_model(graph, functions=[function], opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("local", 1)])
+    assert [node.op_type for node in compiler.load(model).nodes] == ["Relu", "Neg"]

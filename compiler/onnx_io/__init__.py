@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import onnx
+import onnx.inliner
 
 from ..errors import InvalidGraphError, ModelLoadError
 from ..ir import Graph
