@@ -150,7 +150,7 @@ def time_call(call, sync, repeat: int, warmup: int) -> dict:
     return _stats(samples)
 
 
-def kiln_runner(path: str, precision: str, feeds: dict, backend: str):
+def kiln_runner(path: str, precision: str, feeds: dict, backend: str, opt_level: int = 2):
     """(call, sync, compile seconds, first output as numpy) for kiln --backend gpu (or cpu)."""
     import jax
     import numpy as np
@@ -158,7 +158,7 @@ def kiln_runner(path: str, precision: str, feeds: dict, backend: str):
     import compiler
 
     start = time.perf_counter()
-    compiled = compiler.compile(path, backend=backend, opt_level=2, precision=precision)
+    compiled = compiler.compile(path, backend=backend, opt_level=opt_level, precision=precision)
     runner = compiled.runner
     arrays = [jax.device_put(feeds[name], runner.placement.device) for name in compiled.input_names]
     first = runner.run_on_device(arrays)
@@ -221,7 +221,7 @@ def measure_model(name: str, folder: str, args: argparse.Namespace, warm_only: b
                 row = {"model": name, "batch": batch, "precision": precision, "runtime": runtime}
                 try:
                     if runtime == "kiln":
-                        call, sync, seconds, output = kiln_runner(path, precision, feeds, args.platform)
+                        call, sync, seconds, output = kiln_runner(path, precision, feeds, args.platform, args.opt_level)
                     else:
                         device = "cuda" if args.platform == "gpu" else "cpu"
                         call, sync, seconds, output = torch_runner(name, precision, feeds, runtime == "torch_compile",
@@ -253,7 +253,7 @@ def child_command(args: argparse.Namespace, phase: str, name: str) -> list[str]:
     command = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--models", name, "--out", args.out,
                "--work", args.work, "--platform", args.platform,
                "--batches", ",".join(map(str, args.batches)), "--precisions", ",".join(args.precisions),
-               "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
+               "--repeat", str(args.repeat), "--warmup", str(args.warmup), "--opt-level", str(args.opt_level)]
     return command + (["--tiny"] if args.tiny else [])
 
 
@@ -394,6 +394,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=5, help="parallel processes while warming the caches")
     parser.add_argument("--deadline", type=float, default=520.0, help="seconds for the whole run")
+    parser.add_argument("--opt-level", type=int, default=2, help="kiln optimization level (-O)")
     parser.add_argument("--tiny", action="store_true", help="small configs, to test this script")
     parser.add_argument("--platform", choices=("gpu", "cpu"), default="gpu", help="cpu: test this script without a GPU")
     parser.add_argument("--phase", choices=("build", "warm", "time"), help=argparse.SUPPRESS)

@@ -1,11 +1,13 @@
-"""CPU latency of graphkiln's JAX backend against onnxruntime (ORT_ENABLE_ALL, the same intra-op
-thread count) on the sample models and the zoo models in bench/models/ (BERT-base, GPT-2 small,
-ResNet-50, MobileNetV3, ViT-B/16, built by bench/build_models.py; skipped when absent).
+"""CPU latency of graphkiln's JAX backend (-O2 and -O3) against onnxruntime (ORT_ENABLE_ALL, the same
+intra-op thread count) on the sample models and the zoo models in bench/models/ (BERT-base, GPT-2
+small, ResNet-50, MobileNetV3, ViT-B/16, built by bench/build_models.py; skipped when absent).
 
-Each model runs in its own process (a fresh XLA client honours the thread pinning), and the
-results go to bench/results/jax_cpu_latency.{json,md} with the machine they came from.
+Each model runs in its own process (a fresh XLA client honours the thread pinning); in it the
+kiln builds and onnxruntime are timed in alternation on the same inputs, and their outputs are
+compared (max relative difference). Results go to bench/results/jax_cpu.{json,md} with the machine,
+versions, thread counts and load average they came from.
 
-    python bench/jax_latency.py [--batch 1] [--seq 128] [--threads N] [--repeat 50] [--only NAME]
+    python bench/jax_latency.py [--batch 1] [--seq 128] [--threads 2] [--repeat 20] [--only NAME]
 """
 
 from __future__ import annotations
@@ -17,73 +19,139 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
 
-ZOO = ("bert_base", "gpt2_small", "resnet50", "mobilenet_v3", "vit_b16")
-TRANSFORMERS = ("bert_base", "gpt2_small", "vit_b16", "transformer_torchscript", "transformer_dynamo")
+ZOO = ("bert_base", "gpt2", "vit_b_16", "resnet50", "mobilenet_v3")
+TRANSFORMERS = ("bert_base", "gpt2", "vit_b_16")
+EXPORTERS = ("torchscript", "dynamo")
+RTOL, ATOL = 1e-3, 1e-4  # fp32 agreement of two runtimes after 12 transformer layers
 
 
-def find_models(samples_dir: str, models_dir: str, only: list[str]) -> list[tuple[str, str, str]]:
+def find_models(samples_dir: str, models_dir: str, exporters: list[str], only: list[str]) -> list[tuple[str, str, str]]:
     """(name, kind, path) of every sample and zoo model present, in a stable order."""
     found = []
     if os.path.isdir(samples_dir):
         for file in sorted(os.listdir(samples_dir)):
             if file.endswith(".onnx"):
                 found.append((file[:-5], "sample", os.path.join(samples_dir, file)))
-    if os.path.isdir(models_dir):
-        for file in sorted(os.listdir(models_dir)):
-            if file.endswith(".onnx"):
-                found.append((file[:-5], "zoo", os.path.join(models_dir, file)))
-    return [m for m in found if not only or m[0] in only]
+    for model in ZOO:
+        for exporter in exporters:
+            path = os.path.join(models_dir, f"{model}_{exporter}.onnx")
+            if os.path.exists(path):
+                found.append((f"{model}_{exporter}", "zoo", path))
+    return [m for m in found if not only or m[0] in only or m[0].rsplit("_", 1)[0] in only]
 
 
-def symbol_sizes(path: str, batch: int, seq: int) -> dict[str, int]:
-    """Sizes for the model's symbolic input dims: the first is the batch, the others the sequence."""
+def model_inputs(path: str, kind: str, batch: int, seq: int) -> dict[str, np.ndarray]:
+    """Zoo models: bench/build_models.example_inputs (real token ids, a padded attention mask);
+    samples: compiler.benchmark.benchmark_inputs with the batch and sequence sizes."""
+    if kind == "zoo":
+        from build_models import ZOO as SPECS, example_inputs
+
+        base = os.path.basename(path)[:-5].rsplit("_", 1)[0]
+        spec = next(s for s in SPECS if s.name == base)
+        return example_inputs(spec, {"batch": batch, "sequence": seq})
     import compiler
+    from compiler.benchmark import benchmark_inputs
 
-    sizes: dict[str, int] = {}
-    for value in compiler.load(path).inputs:
+    graph = compiler.load(path)
+    dims: dict[str, int] = {}
+    for value in graph.inputs:
         for axis, dim in enumerate(value.shape or ()):
             if not isinstance(dim, int) and dim:
-                sizes.setdefault(str(dim), batch if axis == 0 else seq)
-    return sizes
+                dims.setdefault(str(dim), batch if axis == 0 else seq)
+    return benchmark_inputs(graph, batch, dims)
 
 
-def run_one(args: argparse.Namespace) -> None:
-    """Child process: benchmark one model and write its result as JSON."""
-    from compiler.benchmark import benchmark_model
+def max_relative_difference(expected: list[np.ndarray], actual: list[np.ndarray]) -> float:
+    """max |a - b| / max |a| over all outputs (0 when equal)."""
+    worst = 0.0
+    for want, got in zip(expected, actual):
+        want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        error = float(np.max(np.abs(want - got))) if want.size else 0.0
+        worst = max(worst, error / scale if scale else error)
+    return worst
 
-    dims = symbol_sizes(args.single, args.batch, args.seq)
-    result = benchmark_model(args.single, backend="cpu", batch=args.batch, dims=dims, repeat=args.repeat,
-                             warmup=args.warmup, threads=args.threads, opt_level=args.opt_level, precision=args.precision)
-    import jax
 
-    result["jax_version"] = jax.__version__
-    result["x64"] = bool(jax.config.jax_enable_x64)
-    with open(args.json, "w") as handle:
-        json.dump(result, handle, indent=1)
+def time_in_blocks(calls: dict[str, Any], repeat: int, warmup: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Each runtime timed in its own block of calls (rounds x (warm-up + repeat / rounds) calls, the
+    blocks of the runtimes taking turns). Not call by call: onnxruntime's and XLA's worker threads
+    spin for a while after each call, and on a 2-core machine interleaved calls steal each other's
+    cores."""
+    from compiler.benchmark import summarize_samples
+
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    per_round = max(1, repeat // rounds)
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(warmup):
+                call()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                samples[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: summarize_samples(values, warmup) for name, values in samples.items()}
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    """Child process: compile one model at each -O level, time against onnxruntime, compare outputs."""
+    import compiler
+    from compiler.benchmark import onnxruntime_session, pinned_threads
+
+    feeds = model_inputs(args.single, args.kind, args.batch, args.seq)
+    result: dict[str, Any] = {"inputs": {k: list(v.shape) for k, v in feeds.items()}, "kiln": {}}
+    with pinned_threads(args.threads) as threads:
+        session = onnxruntime_session(args.single, threads)
+        names = [i.name for i in session.get_inputs()]
+        expected = session.run(None, {n: feeds[n] for n in names})
+        calls = {"onnxruntime": lambda: session.run(None, {n: feeds[n] for n in names})}
+        for level in args.opt_levels:
+            start = time.perf_counter()
+            model = compiler.compile(args.single, backend="cpu", opt_level=level)
+            outputs = model(**feeds)
+            result["kiln"][f"O{level}"] = {"compile_s": time.perf_counter() - start,
+                                           "max_rel_diff": max_relative_difference(expected, outputs),
+                                           "nodes": len(model.graph.nodes)}
+            calls[f"O{level}"] = (lambda m: lambda: m(**feeds))(model)
+        timings = time_in_blocks(calls, args.repeat, args.warmup, args.rounds)
+    result["threads"] = threads
+    result["onnxruntime"] = timings.pop("onnxruntime")
+    for level, timing in timings.items():
+        entry = result["kiln"][level]
+        entry.update(timing)
+        entry["ort_over_kiln"] = result["onnxruntime"]["median_ms"] / timing["median_ms"]
+        entry["outputs_match"] = entry["max_rel_diff"] <= RTOL
+    return result
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
     results = []
-    for name, kind, path in find_models(args.samples, args.models, args.only):
+    for name, kind, path in find_models(args.samples, args.models, args.exporters, args.only):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
             target = handle.name
-        command = [sys.executable, os.path.abspath(__file__), "--single", path, "--json", target,
+        command = [sys.executable, os.path.abspath(__file__), "--single", path, "--kind", kind, "--json", target,
                    "--batch", str(args.batch), "--seq", str(args.seq), "--repeat", str(args.repeat),
-                   "--warmup", str(args.warmup), "--opt-level", str(args.opt_level), "--precision", args.precision]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
-        print(f"== {name} ({kind})", flush=True)
+                   "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        command += [f"-O{level}" for level in args.opt_levels]
+        print(f"== {name} ({kind}), load {os.getloadavg()[0]:.2f}", flush=True)
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
         if done.returncode == 0:
             with open(target) as result_file:
                 result = json.load(result_file)
             result.update(name=name, kind=kind)
-            print(f"   kiln {result['kiln']['median_ms']:.3f} ms, onnxruntime {result['onnxruntime']['median_ms']:.3f} ms, "
-                  f"speedup {result['speedup']:.2f}x, match {result['outputs_match']}", flush=True)
+            ort = result["onnxruntime"]["median_ms"]
+            for level, entry in result["kiln"].items():
+                print(f"   kiln {level} {entry['median_ms']:.2f} ms vs onnxruntime {ort:.2f} ms: "
+                      f"{entry['ort_over_kiln']:.2f}x, max rel diff {entry['max_rel_diff']:.2g}", flush=True)
         else:
             error = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
             result = {"name": name, "kind": kind, "error": error}
@@ -93,67 +161,116 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     return results
 
 
-def markdown(results: list[dict], args: argparse.Namespace) -> str:
+def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple) -> dict[str, Any]:
+    """Machine, versions, threads and load: what the figures depend on."""
+    import jax
+    import jaxlib
+    import onnx
+    import onnxruntime
+
     from compiler.benchmark import machine_description
 
-    machine = machine_description()
-    ok = [r for r in results if "error" not in r]
-    threads = ok[0]["threads"] if ok else args.threads
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_description(),
+        "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "onnxruntime": onnxruntime.__version__,
+                     "onnx": onnx.__version__, "numpy": np.__version__},
+        "threads": args.threads,
+        "batch": args.batch,
+        "sequence": args.seq,
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+    }
+
+
+def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str:
+    machine, versions = env["machine"], env["versions"]
+    header = "| model | inputs | ORT ms | " + " | ".join(f"kiln -O{l} ms | ORT/kiln -O{l}" for l in levels)
+    header += " | max rel diff | compile s |"
     lines = [
-        "# JAX CPU backend vs onnxruntime: latency",
+        f"# JAX CPU backend vs onnxruntime: latency (batch {env['batch']})",
         "",
-        f"Recorded {datetime.date.today().isoformat()} by `python bench/jax_latency.py "
-        f"--batch {args.batch} --seq {args.seq} --repeat {args.repeat}`.",
+        f"Recorded {env['date_utc']} by `python bench/jax_latency.py --batch {env['batch']} --seq {env['sequence']} "
+        f"--threads {env['threads']} --repeat {env['repeat']}`.",
         f"Machine: {machine['cpu']}, {machine['cpus']} logical CPUs usable, {machine['os']}, Python {machine['python']}.",
-        f"Threads: {threads} for both (onnxruntime intra_op_num_threads; XLA pinned by CPU affinity).",
-        f"kiln: -O{args.opt_level}, --backend cpu, {args.precision}; onnxruntime: ORT_ENABLE_ALL, CPUExecutionProvider.",
-        "Calls alternate between the two runtimes; times are ms per call, numpy in and out.",
+        f"Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"Threads: {env['threads']} for both (onnxruntime intra_op_num_threads, inter_op 1; XLA's CPU client "
+        f"sized by the process's CPU affinity). XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.",
+        f"Load average (1/5/15 min) before: {env['load_average_before']}, after: {env['load_average_after']}.",
+        "kiln: `compiler.compile(..., backend='cpu', opt_level=N)`, fp32; onnxruntime: ORT_ENABLE_ALL, "
+        f"CPUExecutionProvider. Each runtime is timed in blocks of calls ({env['rounds']} rounds, the runtimes "
+        "taking turns; interleaving single calls lets each runtime's spinning worker threads steal the other's "
+        f"cores); median ms per call, numpy in and out, {env['repeat']} timed calls after {env['warmup']} "
+        "warm-up calls per block. Text models: sequence {env['sequence']}, "
+        "inputs from bench/build_models.example_inputs (last quarter of the attention mask padded).",
         "",
-        "| model | kind | inputs | kiln median | kiln p90 | ORT median | ORT p90 | ORT/kiln | compile s | outputs match |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        header,
+        "|---|---|---:|" + "---:|---:|" * len(levels) + "---:|---:|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['name']} | {r['kind']} | | | | | | | | FAILED: {r['error']} |")
+            lines.append(f"| {r['name']} | FAILED: {r['error']} |")
             continue
         shapes = ", ".join(f"{k}{v}" for k, v in r["inputs"].items())
-        lines.append(
-            f"| {r['name']} | {r['kind']} | {shapes} | {r['kiln']['median_ms']:.3f} | {r['kiln']['p90_ms']:.3f} | "
-            f"{r['onnxruntime']['median_ms']:.3f} | {r['onnxruntime']['p90_ms']:.3f} | {r['speedup']:.2f}x | "
-            f"{r['kiln']['compile_s']:.1f} | {'yes' if r['outputs_match'] else 'NO'} ({r['max_abs_error']:.2g}) |")
-    transformers = [r for r in ok if r["name"] in TRANSFORMERS]
+        cells = [r["name"], shapes, f"{r['onnxruntime']['median_ms']:.2f}"]
+        for level in levels:
+            entry = r["kiln"][f"O{level}"]
+            cells += [f"{entry['median_ms']:.2f}", f"{entry['ort_over_kiln']:.2f}x"]
+        cells.append(" / ".join(f"{r['kiln'][f'O{l}']['max_rel_diff']:.1e}" for l in levels))
+        cells.append(" / ".join(f"{r['kiln'][f'O{l}']['compile_s']:.1f}" for l in levels))
+        lines.append("| " + " | ".join(cells) + " |")
+    transformers = [r for r in results if "error" not in r and r["name"].rsplit("_", 1)[0] in TRANSFORMERS]
     if transformers:
-        met = all(r["speedup"] >= 1.0 for r in transformers)
-        lines += ["", f"Goal (no slower than onnxruntime on the transformer models): {'met' if met else 'NOT met'} "
-                      f"({', '.join(f'{r['name']} {r['speedup']:.2f}x' for r in transformers)})."]
+        best = {r["name"]: max(e["ort_over_kiln"] for e in r["kiln"].values()) for r in transformers}
+        met = all(v >= 1.0 for v in best.values())
+        summary = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in best.items())
+        lines += ["", f"Goal (no slower than onnxruntime on the transformer models, best -O level): "
+                      f"{'met' if met else 'NOT met'} ({summary})."]
+    lines += ["", "ORT/kiln > 1 means kiln is faster. max rel diff = max |ORT - kiln| / max |ORT| over the outputs."]
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", default=os.path.join(REPO, "samples"))
-    parser.add_argument("--models", default=os.path.join(REPO, "bench", "models"))
-    parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--models", default=os.path.join(HERE, "models"))
+    parser.add_argument("--only", action="append", default=[], help="model name, with or without the exporter")
+    parser.add_argument("--exporters", nargs="+", default=list(EXPORTERS), choices=EXPORTERS)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=128, help="size of non-batch symbolic dims (sequence length)")
-    parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--opt-level", type=int, default=2)
-    parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "jax_cpu_latency"))
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="blocks of calls per runtime, taking turns")
+    parser.add_argument("-O", dest="opt_levels", type=int, action="append", help="kiln -O levels (default 2 and 3)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "jax_cpu"))
     parser.add_argument("--single", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="sample", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.opt_levels = args.opt_levels or [2, 3]
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if args.single:
-        run_one(args)
+        result = run_one(args)
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
         return 0
+    load_before = os.getloadavg()
     results = run_all(args)
+    env = environment(args, load_before, os.getloadavg())
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".json", "w") as handle:
-        json.dump(results, handle, indent=1)
+        json.dump({"environment": env, "results": results}, handle, indent=1)
     with open(args.out + ".md", "w") as handle:
-        handle.write(markdown(results, args))
+        handle.write(markdown(results, env, args.opt_levels))
     print(f"wrote {args.out}.md and .json")
     return 0
 

@@ -131,11 +131,20 @@ def compile(
         raise OptionError(f"--quantize must be int8 or int4, not {quantize!r}")
     if prune is not None and not 0.0 < float(prune) < 1.0:
         raise OptionError(f"--prune takes a ratio between 0 and 1 (exclusive), not {prune}")
+    if quantize == "int8" and calibration is None and not options.get("weight_only"):
+        raise OptionError("--quantize int8 quantizes activations and needs calibration data",
+                          "pass --calibration DATA (an .npz, a folder of .npy/.npz, or module:function), "
+                          "or use --quantize int4 for weight-only quantization")
+    if options.get("recover") and calibration is None:
+        raise OptionError("--recover distill fine-tunes on calibration data", "pass --calibration DATA")
     spec = get_backend(backend)
     graph = load(model)
     if isinstance(model, Graph):
         graph = graph.copy()
     options = dict(options)
+    for key, value in spec.options.items():  # backend defaults (e.g. tensorrt's quantize_profile)
+        if options.get(key) is None:
+            options[key] = value
     options.update(quantize=quantize, prune=prune, calibration=calibration, precision=precision)
     extra = compression_steps(options)
     graph, report, ctx = run_pipeline(
@@ -165,6 +174,8 @@ def compression_steps(options: dict[str, Any]) -> list[str]:
         steps.append("quantize")
     if options.get("recover"):
         steps.append("recover")
+    if options.get("quantize") == "int8":
+        steps.append("int8_kernels")  # int8 x int8 -> int32 ops where the backend has them (JAX)
     return steps
 
 

@@ -54,6 +54,9 @@ class CompiledModel:
             raise OptionError(f"missing model input(s): {', '.join(missing)}")
         arrays = []
         for value in (v for v in self.graph.inputs if v.const_value is None):
+            if not isinstance(value.type, TensorType) and value.type is not None:
+                arrays.append(_sequence_or_optional(bound[value.name]))  # a list of arrays, or None
+                continue
             array = np.asarray(bound[value.name])
             if isinstance(value.type, TensorType) and value.type.dtype and array.dtype != object:
                 expected = value.type.dtype.numpy
@@ -106,6 +109,15 @@ class CompiledModel:
 
     def manifest(self) -> dict[str, Any]:
         return {}
+
+
+def _sequence_or_optional(value: Any) -> Any:
+    """A sequence input as a list of numpy arrays (an optional one may be None or a tensor)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_sequence_or_optional(item) for item in value]
+    return np.asarray(value)
 
 
 def _swap_into_place(staging: str, folder: str) -> None:

@@ -35,6 +35,12 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy", "mse"), default=None)
     parser.add_argument("--prune", type=float, metavar="RATIO", help="fraction of weights (or channels) to prune")
     parser.add_argument("--prune-mode", choices=("unstructured", "channels", "2:4"), default=None)
+    parser.add_argument("--quantize-profile", choices=("default", "tensorrt"), default=None, help="where Q/DQ go (tensorrt: TensorRT explicit quantization)")
+    parser.add_argument("--quantize-include", action="append", default=None, metavar="OP_OR_NODE", help="quantize only these op types / node names (repeatable, or comma-separated)")
+    parser.add_argument("--quantize-exclude", action="append", default=None, metavar="OP_OR_NODE", help="leave these op types / node names in float (repeatable, or comma-separated)")
+    parser.add_argument("--reduce-range", action="store_true", default=None, help="7-bit int8 weights, for onnxruntime's u8s8 kernels on CPUs without VNNI")
+    parser.add_argument("--activation-type", choices=("int8", "uint8"), default=None, help="activation codes: int8 symmetric (default) or uint8 asymmetric")
+    parser.add_argument("--prune-scope", choices=("global", "layer"), default=None, help="unstructured pruning: one global threshold or the ratio per layer")
     parser.add_argument("--recover", choices=("distill",), help="fine-tune weights after compression to match the original")
     parser.add_argument("--steps", type=int, help="recovery training steps")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
@@ -141,7 +147,10 @@ def _pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "disabled_rules": _split_list(args.disable_rule),
         "debug_rewrites": bool(args.explain),
     }
-    for key in ("calibration_method", "prune_mode", "recover", "steps", "devices", "model_parallel", "array", "dataflow", "sram",
+    for key in ("quantize_include", "quantize_exclude"):
+        if getattr(args, key, None):
+            options[key] = _split_list(getattr(args, key))
+    for key in ("calibration_method", "quantize_profile", "reduce_range", "activation_type", "prune_scope", "prune_mode", "recover", "steps", "devices", "model_parallel", "array", "dataflow", "sram",
                 "bandwidth", "freq"):
         value = getattr(args, key, None)
         if value is not None:

@@ -107,3 +107,46 @@ def _from_callable(function: Callable[[], Any], input_names: Sequence[str]) -> I
         elif isinstance(item, (list, tuple)):
             item = dict(zip(input_names, item))
         yield _name_arrays(dict(item), input_names, "the data callable")
+
+
+def stream_batches(
+    source: Any,
+    input_names: Sequence[str],
+    *,
+    batch_size: int | None = None,
+    max_samples: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[Batch]:
+    """Calibration batches from `source`, each at most `batch_size` samples along axis 0, read
+    slice by slice from memory-mapped files so memory stays bounded; reports progress."""
+    if source is None:
+        raise OptionError("no calibration data given", "pass --calibration DATA (.npz, folder of .npy/.npz, or module:function)")
+    seen = 0
+    count = 0
+    for batch in iterate_batches(source, input_names):
+        for piece in _split_batch(batch, batch_size):
+            if max_samples is not None and seen >= max_samples:
+                return
+            if max_samples is not None:
+                piece = {k: v[: max_samples - seen] for k, v in piece.items()}
+            count += 1
+            seen += _batch_length(piece)
+            if progress is not None:
+                progress(f"calibration batch {count} ({seen} samples)")
+            yield {k: np.ascontiguousarray(v) for k, v in piece.items()}
+    if count == 0:
+        raise OptionError(f"calibration data {source} yielded no batches")
+
+
+def _batch_length(batch: Batch) -> int:
+    first = next(iter(batch.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def _split_batch(batch: Batch, batch_size: int | None) -> Iterator[Batch]:
+    length = _batch_length(batch)
+    if not batch_size or length <= batch_size or any(v.ndim == 0 or v.shape[0] != length for v in batch.values()):
+        yield batch
+        return
+    for start in range(0, length, batch_size):
+        yield {k: v[start:start + batch_size] for k, v in batch.items()}

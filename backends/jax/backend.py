@@ -38,7 +38,8 @@ class JaxCompiledModel(CompiledModel):
         self.backend_name = platform
         self.platform = platform
         self.precision = ctx.option("precision") or "fp32"
-        options = LoweringOptions(precision=self.precision, platform=platform, extra=dict(ctx.options))
+        options = LoweringOptions(precision=self.precision, platform=platform, extra=dict(ctx.options),
+                                  conv_weight_layout=True)
         function, self.params = build_function(graph, options)
         self.function = with_matmul_precision(function, self.precision)
         self.static_shapes = parse_static_shapes(ctx.option("static_shapes"))

@@ -15,12 +15,17 @@ from compiler.custom_ops import GRAPHKILN_DOMAIN
 from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, Tensor, TensorType, Value
 
+from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
+from .static_inputs import static_input_indices, unwrap
+from .weight_layout import conv_weight_layouts, onnx_order, stored_params
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
 # float inputs that determine output shapes, so they must be known while tracing
 SHAPE_LIKE_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1), ("Range", 0), ("Range", 1), ("Range", 2)})
 STATIC_MAX_ELEMENTS = 1 << 16  # larger all-static results are computed by XLA, not at trace time
+# ops whose output shape depends on input values: a graph holding one runs eagerly (op by op, no jit)
+DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "ImageDecoder"})
 
 
 @dataclass
@@ -28,6 +33,7 @@ class LoweringOptions:
     precision: str = "fp32"
     platform: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
+    conv_weight_layout: bool = False  # store Conv kernels as XLA reads them (weight_layout.py)
 
 
 def prepare_graph(graph: Graph) -> Graph:
@@ -215,6 +221,23 @@ def _scope_name(node: Node) -> str:
     return "".join(c if c.isalnum() or c in "_-./" else "_" for c in name)[:120] or node.op_type
 
 
+def data_dependent_ops(graph: Graph) -> tuple[str, ...]:
+    """Op types in `graph` that cannot be one XLA program: output shapes that depend on run-time values
+    (Compress only when its condition is computed inside the graph; a graph input condition is a
+    static jit argument) and string-typed values."""
+    found = set()
+    for node in graph.all_nodes():
+        if node.op_type not in DATA_DEPENDENT_OPS:
+            continue
+        if node.op_type == "Compress" and node.inputs[1] is not None and node.inputs[1].producer is None:
+            continue
+        found.add(node.op_type)
+    for node in graph.all_nodes():  # XLA has no strings: ops reading or making them run on the host
+        if any(v is not None and v.dtype is not None and v.dtype.name == "STRING" for v in [*node.inputs, *node.outputs]):
+            found.add(node.op_type)
+    return tuple(sorted(found))
+
+
 def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[..., list], dict[str, np.ndarray]]:
     """Lower `graph` to a pure function `f(params, *inputs) -> list of outputs` and its params."""
     prepared = prepare_graph(graph)
@@ -222,6 +245,8 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     opsets = dict(prepared.opset_imports)
     inputs = [v for v in prepared.inputs if v.const_value is None]
     initializer_values = dict(prepared.initializers)
+    layouts = conv_weight_layouts(prepared, params) if options.conv_weight_layout else {}
+    params = stored_params(params, layouts)
 
     def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
         if len(input_values) != len(inputs):
@@ -229,9 +254,13 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
         env: dict[int, Any] = {}
         for name, value in initializer_values.items():
             env[id(value)] = param_values[name] if name in param_values else statics[name]
+            if name in layouts:
+                env[id(value)] = onnx_order(env[id(value)], layouts[name])
         for value, array in zip(inputs, input_values):
-            env[id(value)] = array
+            env[id(value)] = unwrap(array)
         outputs = Interpreter(options, opsets).run(prepared, env)
         return [jnp.asarray(o) if isinstance(o, np.ndarray) and o.dtype != object else o for o in outputs]
 
+    function.static_inputs = static_input_indices(prepared)  # type: ignore[attr-defined]
+    function.eager_ops = data_dependent_ops(prepared)  # type: ignore[attr-defined]
     return function, params

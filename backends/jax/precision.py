@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .conv_forms import depthwise_conv, is_depthwise, is_pointwise, pointwise_conv
+
 LOW_PRECISION_TYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16}
 PRECISIONS = ("fp32", *LOW_PRECISION_TYPES)
 
@@ -114,8 +116,15 @@ def conv(
     batch_group_count: int = 1,
 ) -> Any:
     """lax.conv_general_dilated (default layouts NCHW x OIHW -> NCHW, any spatial rank) in ctx's
-    precision with float32 accumulation."""
+    precision with float32 accumulation; depthwise and 1x1 convolutions in cheaper forms (conv_forms.py)."""
     (lhs, rhs), result_dtype, kwargs = _prepare(ctx, (lhs, rhs))
+    if result_dtype is not None and is_depthwise(lhs, rhs, padding, lhs_dilation, dimension_numbers,
+                                                 feature_group_count, batch_group_count):
+        accumulate = kwargs.get("preferred_element_type", result_dtype)
+        return _finish(depthwise_conv(lhs, rhs, window_strides, padding, rhs_dilation, accumulate), result_dtype)
+    if result_dtype is not None and is_pointwise(lhs, rhs, padding, lhs_dilation, dimension_numbers,
+                                                 feature_group_count, batch_group_count):
+        return _finish(pointwise_conv(lhs, rhs, window_strides, **kwargs), result_dtype)
     if dimension_numbers is None:
         spatial = "".join("DHW"[-(lhs.ndim - 2):]) if lhs.ndim <= 5 else None
         if spatial is None:

@@ -3,6 +3,7 @@ batch with --devices), outputs back as numpy in the dtypes the graph declares.""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 from compiler.ir import Graph, TensorType
 
 from .sharding import Placement
+from .static_inputs import StaticInput
 
 
 class JitRunner:
@@ -20,7 +22,16 @@ class JitRunner:
                  graph: Graph):
         self.placement = placement
         self.host_params = dict(params)
-        self._jitted = jax.jit(function)
+        # inputs that only feed shapes are baked into the trace (see static_inputs.py)
+        self.static_inputs = tuple(getattr(function, "static_inputs", ()))
+        eager_ops = tuple(getattr(function, "eager_ops", ()))
+        if eager_ops:  # output shapes depend on input values: XLA cannot compile it as one program
+            warnings.warn(f"model runs op by op without jit: {', '.join(eager_ops)} give data-dependent output shapes "
+                          "or use strings",
+                          stacklevel=2)
+            self._jitted = _eager(function)
+        else:
+            self._jitted = jax.jit(function, static_argnums=tuple(1 + i for i in self.static_inputs))
         self._device_params: dict[str, jax.Array] | None = None
         self._output_dtypes = [_declared_dtype(v) for v in graph.outputs]
 
@@ -33,7 +44,15 @@ class JitRunner:
     def run_on_device(self, arrays: Sequence[Any]) -> list[Any]:
         """Outputs as jax arrays (still on the device; call block_until_ready to time them)."""
         with jax.default_device(self.placement.device):
-            return self._jitted(self.device_params, *self.placement.place_inputs(arrays))
+            return self._jitted(self.device_params, *self._place(arrays))
+
+    def _place(self, arrays: Sequence[Any]) -> list[Any]:
+        """Inputs placed on the devices; shape-only inputs wrapped as static jit arguments."""
+        if not self.static_inputs:
+            return self.placement.place_inputs(arrays)
+        dynamic = [a for i, a in enumerate(arrays) if i not in self.static_inputs]
+        placed = iter(self.placement.place_inputs(dynamic))
+        return [StaticInput(a) if i in self.static_inputs else next(placed) for i, a in enumerate(arrays)]
 
     def __call__(self, arrays: Sequence[Any]) -> list[Any]:
         outputs = self.run_on_device(arrays)
@@ -42,7 +61,23 @@ class JitRunner:
     def lower(self, arrays: Sequence[Any]) -> Any:
         """The jax `Lowered` for these inputs (for inspecting HLO and shardings)."""
         with jax.default_device(self.placement.device):
-            return self._jitted.lower(self.device_params, *self.placement.place_inputs(arrays))
+            return self._jitted.lower(self.device_params, *self._place(arrays))
+
+
+def _eager(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` called directly on concrete jax arrays (each op runs eagerly)."""
+
+    def concrete(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [concrete(item) for item in value]
+        if value is None or isinstance(value, StaticInput) or np.asarray(value).dtype.kind in "OUS":
+            return value  # strings stay numpy (host ops)
+        return jax.numpy.asarray(value)
+
+    def run(params: Any, *inputs: Any) -> Any:
+        return function(params, *[concrete(value) for value in inputs])
+
+    return run
 
 
 def _declared_dtype(value: Any) -> np.dtype | None:
@@ -56,6 +91,8 @@ def _declared_dtype(value: Any) -> np.dtype | None:
 
 def _to_host(output: Any, dtype: np.dtype | None) -> Any:
     """numpy, in the declared dtype (JAX without x64 returns int32/float32 for 64-bit outputs)."""
+    if output is None:  # an empty optional
+        return None
     if isinstance(output, (list, tuple)):
         return [_to_host(item, None) for item in output]
     array = np.asarray(output)

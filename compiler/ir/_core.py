@@ -452,7 +452,10 @@ class Graph:
 
     def make_name(self, hint: str = "v") -> str:
         """A fresh name for a new value or node (uniqueness is re-checked at export)."""
-        return f"{hint}__{next(self.root._name_counter)}"
+        name = f"{hint}__{next(self.root._name_counter)}"
+        while name in self.root.initializers:  # a re-imported graph already holds generated names
+            name = f"{hint}__{next(self.root._name_counter)}"
+        return name
 
     # ---- construction --------------------------------------------------------------
     def add_input(self, value: Value) -> Value:

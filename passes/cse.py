@@ -1,0 +1,87 @@
+"""Common-subexpression elimination: nodes with the same op, attributes and inputs (equal small
+constants count as the same input) are computed once. An analysis over the whole graph, not a rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import Graph, Node, Value
+from compiler.pass_infra import Pass, PassContext, PassResult, register_pass
+
+from .constant_folding import NON_DETERMINISTIC
+
+MAX_KEY_BYTES = 1 << 16  # constants larger than this are compared by identity only
+
+
+def _constant_key(value: Value) -> tuple | None:
+    array = value.constant()
+    if array is None or array.dtype == object or array.nbytes > MAX_KEY_BYTES:
+        return None
+    return ("constant", str(value.dtype), array.shape, np.ascontiguousarray(array).tobytes())
+
+
+def _value_key(value: Value | None) -> Any:
+    if value is None:
+        return None
+    return _constant_key(value) or ("value", id(value))
+
+
+def _freeze(item: Any) -> Any:
+    if isinstance(item, (list, tuple)):
+        return tuple(_freeze(i) for i in item)
+    if isinstance(item, np.ndarray):
+        return (item.dtype.str, item.shape, item.tobytes())
+    if hasattr(item, "numpy") and callable(item.numpy):
+        return _freeze(np.asarray(item.numpy()))
+    return item
+
+
+def node_key(node: Node) -> tuple | None:
+    """What makes two nodes compute the same thing; None for nodes CSE must leave alone."""
+    if node.subgraphs() or node.op_type in NON_DETERMINISTIC:
+        return None
+    if node.op_type == "Constant" and not node.domain:
+        return _constant_key(node.outputs[0])
+    try:
+        attributes = tuple(sorted((name, _freeze(attr.value)) for name, attr in node.attributes.items()))
+        hash(attributes)
+    except TypeError:
+        return None
+    inputs = tuple(_value_key(v) for v in node.inputs)
+    return (node.domain, node.op_type, node.overload, len(node.outputs), attributes, inputs)
+
+
+def eliminate_common_subexpressions(graph: Graph) -> int:
+    """Reroute readers of each duplicate node to the first one; returns how many were removed."""
+    seen: dict[tuple, Node] = {}
+    removed = 0
+    for node in list(graph.nodes):
+        if node.graph is not graph:
+            continue
+        key = node_key(node)
+        if key is None:
+            continue
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            continue
+        if any(v.is_graph_output() or (v.name and not o.name) for v, o in zip(node.outputs, first.outputs)):
+            continue
+        for duplicate, original in zip(node.outputs, first.outputs):
+            if duplicate.name != "":
+                graph.replace_all_uses_with(duplicate, original)
+        graph.remove_node(node)
+        removed += 1
+    return removed
+
+
+@register_pass
+class CommonSubexpressionElimination(Pass):
+    name = "cse"
+    description = "compute identical nodes (same op, attributes, inputs or equal constants) once"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        removed = sum(eliminate_common_subexpressions(g) for g in [graph, *graph.subgraphs_recursive()])
+        return PassResult(graph, bool(removed), {"nodes_deduplicated": removed})

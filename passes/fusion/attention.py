@@ -1,0 +1,110 @@
+"""Scaled-dot-product attention: softmax(QK^T * s + mask) V on heads, with the scale as Div or Mul
+on the scores (or absent) and an additive mask, -> one Attention op on [B, H, S, D]."""
+
+from __future__ import annotations
+
+import compiler.fused_ops  # noqa: F401  (registers the ai.graphkiln ops)
+from compiler.custom_ops import GRAPHKILN_DOMAIN
+from compiler.pass_infra import register_pass
+from compiler.rewriter import AttrVar, Rule, fail
+
+from ..rewrite_pass import RewritePass
+from ._common import is_float, scalar
+
+_KEY_PERMUTATIONS = {(0, 2, 3, 1): (0, 2, 1, 3), (0, 1, 3, 2): None}  # K^T's perm -> perm giving [B, H, S, D]
+
+
+def _pattern(scaling: str, masked: bool, two_masks: bool = False):
+    def pattern(op, query, key, value, scale, mask, bias):
+        transposed_key = op.Transpose(key, perm=AttrVar("key_perm"), _capture="key_transpose")
+        scores = op.MatMul(query, transposed_key)
+        if scaling == "div":
+            scores = op.Div(scores, scale)
+        elif scaling == "mul":
+            scores = op.Mul(scores, scale)
+        if two_masks:  # T5: a position bias, then the padding mask
+            scores = op.Add(scores, bias)
+        if masked:
+            scores = op.Add(scores, mask)
+        return op.MatMul(op.Softmax(scores, axis=AttrVar("softmax_axis"), _capture="softmax"), value)
+    return pattern
+
+
+def _split_scale_pattern(op, query, transposed_key, value, query_scale, key_scale):
+    """torch's scaled_dot_product_attention as the dynamo exporter writes it: sqrt(scale) on Q and on K^T."""
+    scores = op.MatMul(op.Mul(query, query_scale), op.Mul(transposed_key, key_scale))
+    return op.MatMul(op.Softmax(scores, axis=AttrVar("softmax_axis"), _capture="softmax"), value)
+
+
+def _check_split_scale(ctx, query, transposed_key, value, query_scale, key_scale, softmax_axis, softmax, **_):
+    if not is_float(query, ctx.root):
+        return is_float(query, ctx.root)
+    if not all(_rank(v) == 4 for v in (query, transposed_key, value)):
+        return fail("Q, K^T and V are not 4-D head tensors", ctx.root)
+    if scalar(query_scale) is None or scalar(key_scale) is None:
+        return fail("the Q/K scales are not scalar constants", ctx.root)
+    axis = softmax_axis if softmax_axis is not None else (-1 if ctx.opset >= 13 else 1)
+    return axis in (-1, 3) or fail("Softmax is not over the last axis", softmax)
+
+
+def _replace_split_scale(op, query, transposed_key, value, query_scale, key_scale, **_):
+    key = op.Transpose(transposed_key, perm=[0, 1, 3, 2])
+    return op.op("Attention", query, key, value, scale=scalar(query_scale) * scalar(key_scale), _domain=GRAPHKILN_DOMAIN)
+
+
+def _rank(value) -> int | None:
+    return None if value.shape is None else len(value.shape)
+
+
+def _check(ctx, query, key, value, key_perm, softmax_axis, softmax, scale=None, mask=None, bias=None, **_):
+    if not is_float(query, ctx.root):
+        return is_float(query, ctx.root)
+    if not all(_rank(v) == 4 for v in (query, key, value)):
+        return fail("Q, K and V are not 4-D head tensors", ctx.root)
+    if tuple(key_perm or ()) not in _KEY_PERMUTATIONS:
+        return fail(f"K is transposed with perm {key_perm}, not to [B, H, D, S]", ctx.root)
+    axis = softmax_axis if softmax_axis is not None else (-1 if ctx.opset >= 13 else 1)
+    if axis not in (-1, 3):
+        return fail("Softmax is not over the last axis", softmax)
+    if scale is not None and scalar(scale) is None:
+        return fail("the score scale is not a scalar constant", ctx.root)
+    if mask is not None and (_rank(mask) is None or _rank(mask) > 4 or mask.dtype != query.dtype):
+        return fail("the mask is not a float tensor broadcastable to the scores", ctx.root)
+    if bias is not None and (_rank(bias) is None or _rank(bias) > 4 or bias.dtype != query.dtype):
+        return fail("the score bias is not a float tensor broadcastable to the scores", ctx.root)
+    return True
+
+
+def _replacement(scaling: str):
+    def replace(op, query, key, value, key_perm, scale=None, mask=None, bias=None, **_):
+        permutation = _KEY_PERMUTATIONS[tuple(key_perm)]
+        heads_key = op.Transpose(key, perm=list(permutation)) if permutation else key
+        factor = 1.0 if scaling == "none" else scalar(scale)
+        if scaling == "div":
+            factor = 1.0 / factor
+        if bias is not None:  # shared by every layer in T5, so CSE keeps one sum
+            mask = op.Add(bias, mask)
+        return op.op("Attention", query, heads_key, value, mask, scale=float(factor), _domain=GRAPHKILN_DOMAIN)
+    return replace
+
+
+def _rules() -> list[Rule]:
+    rules = []
+    for scaling in ("div", "mul", "none"):
+        for masked in (True, False):
+            name = f"fuse_attention_{scaling}_scale{'_masked' if masked else ''}"
+            rules.append(Rule(name, _pattern(scaling, masked), _replacement(scaling), _check))
+        rules.append(Rule(f"fuse_attention_{scaling}_scale_bias_masked", _pattern(scaling, True, True),
+                          _replacement(scaling), _check))
+    rules.append(Rule("fuse_attention_split_scale", _split_scale_pattern, _replace_split_scale, _check_split_scale))
+    return rules
+
+
+RULES = _rules()
+
+
+@register_pass
+class FuseAttention(RewritePass):
+    name = "fuse_attention"
+    description = "softmax(Q K^T * scale + mask) V on heads -> one ai.graphkiln Attention (standard at opset 23)"
+    rules = RULES

@@ -1,0 +1,70 @@
+"""Depthwise and 1x1 convolutions lowered in their cheaper forms (backends/jax/conv_forms.py): same
+results as onnxruntime, and no XLA convolution left in the program; Conv kernels stored in the
+layout XLA reads (backends/jax/weight_layout.py), also through a saved artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from compiler.backend_registry import load_artifact
+from jax_backend_support import onnxruntime_outputs
+
+CASES = [  # (attributes, input shape, weight shape): depthwise ...
+    ({"group": 6, "pads": [1, 1, 1, 1]}, (2, 6, 9, 8), (6, 1, 3, 3)),
+    ({"group": 4, "strides": [2, 2], "dilations": [2, 1], "pads": [2, 0, 1, 3]}, (1, 4, 11, 9), (8, 1, 3, 2)),
+    ({"group": 5, "strides": [2], "pads": [2, 2]}, (2, 5, 13), (5, 1, 5)),
+    ({"group": 3, "auto_pad": "SAME_UPPER", "strides": [2, 2]}, (1, 3, 7, 6), (3, 1, 3, 3)),
+    # ... and pointwise
+    ({}, (2, 8, 5, 7), (4, 8, 1, 1)),
+    ({"strides": [2, 3]}, (1, 8, 9, 10), (6, 8, 1, 1)),
+    ({"strides": [1, 2, 1]}, (2, 3, 4, 5, 6), (5, 3, 1, 1, 1)),
+]
+
+
+def _conv_model(attrs: dict, x_shape: tuple, w_shape: tuple):
+    rng = np.random.default_rng(len(x_shape) + w_shape[0])
+    weight = rng.standard_normal(w_shape).astype(np.float32)
+    bias = rng.standard_normal(w_shape[0]).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["X", "W", "B"], ["Y"], **attrs)], "conv",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    return model, {"X": rng.standard_normal(x_shape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("attrs, x_shape, w_shape", CASES)
+def test_conv_form_matches_onnxruntime_without_xla_convolution(attrs, x_shape, w_shape):
+    model, feeds = _conv_model(attrs, x_shape, w_shape)
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    expected = onnxruntime_outputs(model, feeds)[0]
+    np.testing.assert_allclose(compiled(**feeds)[0], expected, rtol=1e-5, atol=1e-5)
+    program = compiled.runner.lower(compiled.bind_inputs((), feeds)).as_text()
+    assert "convolution" not in program
+
+
+def test_general_conv_keeps_xla_convolution():
+    model, feeds = _conv_model({"group": 2, "pads": [1, 1, 1, 1]}, (1, 4, 6, 6), (4, 2, 3, 3))
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    np.testing.assert_allclose(compiled(**feeds)[0], onnxruntime_outputs(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    assert "convolution" in compiled.runner.lower(compiled.bind_inputs((), feeds)).as_text()
+
+
+def test_conv_kernel_stored_in_xla_layout_and_reloads(tmp_path):
+    model, feeds = _conv_model({"pads": [1, 1, 1, 1], "strides": [2, 1]}, (3, 4, 9, 8), (6, 4, 3, 3))
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    assert compiled.params["W"].shape == (3, 3, 4, 6)  # [kh, kw, in, out]
+    assert compiled.params["B"].shape == (6,)
+    expected = onnxruntime_outputs(model, feeds)[0]
+    np.testing.assert_allclose(compiled(**feeds)[0], expected, rtol=1e-5, atol=1e-5)
+    program = compiled.runner.lower(compiled.bind_inputs((), feeds)).compile().as_text()
+    weight_copies = [line for line in program.splitlines()  # an instruction named transpose/copy reading W
+                     if ("transpose" in line.split("=")[0] or "copy" in line.split("=")[0]) and "param_values__W__" in line]
+    assert not weight_copies
+    reloaded = load_artifact(compiled.save(str(tmp_path / "out")))
+    np.testing.assert_allclose(reloaded(**feeds)[0], expected, rtol=1e-5, atol=1e-5)
