@@ -3,6 +3,7 @@ pass's contract, timing it, counting nodes and calling the instruments around it
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ class PassManager:
         self.instruments = list(instruments or [])
         self.records: list[PassRecord] = []
         self._history: list[str] = []
+        # passes that last ran on the graph as it is now and changed nothing: running them again
+        # cannot change it (passes are deterministic), so a fixed point skips them and says so
+        self._unchanged_by: set[str] = set()
+        self.skipped: collections.Counter = collections.Counter()
 
     def run(self, graph: Graph) -> tuple[Graph, list[PassRecord]]:
         for name in self.pipeline.pass_names():
@@ -56,6 +61,10 @@ class PassManager:
             instrument.before_pipeline(graph, self.ctx)
         for step in self.pipeline.steps:
             graph, _ = self._run_step(step, graph, iteration=0)
+        if self.skipped:
+            runs = ", ".join(f"{name} x{count}" for name, count in sorted(self.skipped.items()))
+            self.ctx.note(f"skipped {sum(self.skipped.values())} re-runs of passes on a graph they had already "
+                          f"left unchanged: {runs}")
         for instrument in self.instruments:
             instrument.after_pipeline(graph, self.ctx)
         return graph, self.records
@@ -81,6 +90,9 @@ class PassManager:
         )
 
     def _run_pass(self, name: str, graph: Graph, iteration: int) -> tuple[Graph, bool]:
+        if iteration > 0 and name in self._unchanged_by:
+            self.skipped[name] += 1
+            return graph, False
         pass_ = get_pass(name)
         label = name if iteration == 0 else f"{name}#{iteration}"
         record = PassRecord(name=name, label=label, iteration=iteration, nodes_before=_count(graph))
@@ -115,6 +127,10 @@ class PassManager:
         for instrument in self.instruments:
             instrument.after_pass(pass_, result, record, self.ctx)
         self._history.append(name)
+        if result.modified or result.graph is not graph:
+            self._unchanged_by.clear()
+        else:
+            self._unchanged_by.add(name)
         return result.graph, result.modified
 
     @staticmethod

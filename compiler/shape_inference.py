@@ -15,11 +15,29 @@ _INLINE_CONST_LIMIT = 4096  # elements; larger initializers go in as typed input
 
 def infer_types(graph: Graph, *, rounds: int = 3) -> None:
     """Fill in unknown value types throughout `graph` (subgraphs included)."""
+    if fully_typed(graph):
+        return  # every dim is already an int or a symbol: inference could only agree
+    has_custom = any(node.domain not in ("", "ai.onnx", "ai.onnx.ml") for node in graph.all_nodes())
     for _ in range(rounds):
         changed = _infer_custom(graph)
         changed |= _infer_onnx(graph)
-        if not changed:
-            break
+        if not changed or not has_custom:
+            break  # ONNX inference is its own fixed point: only custom ops' rules can add to it
+
+
+def fully_typed(graph: Graph) -> bool:
+    """Whether every value a node writes has a tensor type whose dims are all ints or symbols
+    (exporters such as PyTorch's dynamo exporter write such value_info for the whole graph)."""
+    for node in graph.all_nodes():
+        for value in node.outputs:
+            if value.name == "":
+                continue
+            value_type = value.type
+            if not isinstance(value_type, TensorType) or not value_type.dtype or value_type.shape is None:
+                return False
+            if any(dim is None for dim in value_type.shape):
+                return False
+    return True
 
 
 def _infer_custom(graph: Graph) -> bool:

@@ -16,6 +16,8 @@ MAX_KEY_BYTES = 1 << 16  # constants larger than this are compared by identity o
 
 
 def _constant_key(value: Value) -> tuple | None:
+    if value.const_value is not None and value.const_value.nbytes > MAX_KEY_BYTES:
+        return None  # decided from the type alone: a large weight is never read here
     array = value.constant()
     if array is None or array.dtype == object or array.nbytes > MAX_KEY_BYTES:
         return None

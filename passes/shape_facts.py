@@ -44,6 +44,9 @@ def symbolic_vector(value: Value | None, depth: int = 0) -> SymbolicVector | Non
     """What `value` holds, symbolically, when it is a small integer shape computation; else None."""
     if value is None or depth > MAX_DEPTH:
         return None
+    tensor = value.const_value
+    if tensor is not None and (not tensor.dtype.is_integer or tensor.size > MAX_ELEMENTS):
+        return None  # decided from the type: a weight is never read here
     constant = value.constant()
     if constant is not None:
         return _from_constant(np.asarray(constant))

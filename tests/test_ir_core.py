@@ -180,3 +180,25 @@ def test_model_local_functions_are_inlined_on_load():
     )
     model = onnx.helper.make_model(graph, functions=[function], opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("local", 1)])
     assert [node.op_type for node in compiler.load(model).nodes] == ["Relu", "Neg"]
+
+
+def test_large_initializers_stay_backed_by_their_proto_through_a_round_trip() -> None:
+    from compiler.onnx_io import export_model, import_model
+    from compiler.onnx_io._types import ProtoTensor
+
+    weight = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 7
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 64])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 64])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y],
+                                   [onnx.numpy_helper.from_array(weight, "w")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    imported = import_model(model)
+    tensor = imported.initializers["w"].const_value
+    assert isinstance(tensor, ProtoTensor) and not tensor.is_loaded
+    assert tensor.shape == (64, 64) and not tensor.is_loaded  # the type alone, no bytes read
+    array = tensor.numpy()
+    np.testing.assert_array_equal(array, weight)
+    assert not array.flags.writeable  # a view of the proto's bytes: the IR never writes in place
+    exported = export_model(imported)
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(exported.graph.initializer[0]), weight)
+    assert exported.graph.initializer[0].name == "w"

@@ -147,3 +147,33 @@ def test_in_place_contract_is_enforced() -> None:
 
     with pytest.raises(PassFailure, match="declares in_place but returned a different graph"):
         compiler.compile(_model(), backend="onnx", passes="test_in_place_liar")
+
+
+def test_fixed_point_skips_a_pass_on_a_graph_it_left_unchanged() -> None:
+    runs: list[str] = []
+
+    @register_pass
+    class _Observer(Pass):
+        name = "test_observer"
+
+        def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+            runs.append(self.name)
+            return PassResult(graph, False)
+
+    @register_pass
+    class _ChangesTwice(Pass):
+        name = "test_changes_twice"
+
+        def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+            runs.append(self.name)
+            return PassResult(graph, runs.count(self.name) <= 2)
+
+    compiled = compiler.compile(_model(), backend="onnx", passes="fixpoint(test_observer,test_changes_twice,test_observer)")
+    # round 1: observer, change, observer. Round 2: the first observer is skipped (the second one
+    # already saw this very graph), change, observer. Round 3: both observers skipped, change (no).
+    assert runs == ["test_observer", "test_changes_twice", "test_observer", "test_changes_twice", "test_observer",
+                    "test_changes_twice"]
+    labels = [record.label for record in compiled.report.passes]
+    assert labels == ["test_observer#1", "test_changes_twice#1", "test_observer#1",
+                      "test_changes_twice#2", "test_observer#2", "test_changes_twice#3"]
+    assert any("skipped 3 re-runs" in line and "test_observer x3" in line for line in compiled.report.log)

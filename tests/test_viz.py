@@ -48,15 +48,19 @@ def _payload(html_text: str) -> dict:
 def test_stages_and_diff_of_a_fusion(fused_report) -> None:
     stages = report_stages(fused_report)
     assert [s.label for s in stages][:3] == ["input", "fold_constants", "remove_noops#1"]
-    assert [len(s.graph["nodes"]) for s in stages] == [88, 85, 81, 81, 81, 81, 81, 81, 72]
+    # the second fixed-point round re-runs remove_noops only: fold_constants and dce had already
+    # left this very graph unchanged, so the manager skips them (and says so in the log)
+    assert [s.label for s in stages][3:] == ["fold_constants#1", "dce#1", "remove_noops#2", "viz_test_gemm_fusion"]
+    assert [len(s.graph["nodes"]) for s in stages] == [88, 85, 81, 81, 81, 81, 72]
     # passes that changed nothing point at the stage they repeat
-    assert [s.same_as for s in stages] == [None, None, None, 2, 2, 2, 2, 2, None]
+    assert [s.same_as for s in stages] == [None, None, None, 2, 2, 2, None]
+    assert any("fold_constants x1" in line and "dce x1" in line for line in fused_report.log)
     fold = diff_graphs(stages[0].graph, stages[1].graph)
     assert (len(fold["added"]), len(fold["removed"])) == (0, 3)
-    fusion = diff_graphs(stages[7].graph, stages[8].graph)
+    fusion = diff_graphs(stages[5].graph, stages[6].graph)
     assert (len(fusion["added"]), len(fusion["removed"])) == (9, 18)
-    by_uid = {n["uid"]: n for n in stages[8].graph["nodes"]}
-    before = {n["uid"]: n for n in stages[7].graph["nodes"]}
+    by_uid = {n["uid"]: n for n in stages[6].graph["nodes"]}
+    before = {n["uid"]: n for n in stages[5].graph["nodes"]}
     removed_ops = sorted(before[uid]["op"] for uid in fusion["removed"])
     assert removed_ops == ["Add"] * 9 + ["MatMul"] * 9
     for uid in fusion["added"]:

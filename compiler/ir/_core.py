@@ -332,7 +332,10 @@ class Node:
     def subgraphs(self) -> list["Graph"]:
         found: list[Graph] = []
         for attr in self.attributes.values():
-            found.extend(attr.graphs())
+            if attr.type == AttrType.GRAPH:
+                found.append(attr.value)
+            elif attr.type == AttrType.GRAPHS:
+                found.extend(attr.value)
         return found
 
     def implicit_inputs(self) -> list[Value]:

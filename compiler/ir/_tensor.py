@@ -51,6 +51,7 @@ class ArrayTensor(Tensor):
         array = np.asarray(array)
         self._array = array
         self._dtype = dtype if dtype is not None else DataType.from_numpy(array.dtype)
+        self._shape: Shape | None = None
         self.name = name
 
     @property
@@ -59,7 +60,9 @@ class ArrayTensor(Tensor):
 
     @property
     def shape(self) -> Shape:
-        return Shape(self._array.shape)
+        if self._shape is None:
+            self._shape = Shape(self._array.shape)
+        return self._shape
 
     def numpy(self) -> np.ndarray:
         return self._array

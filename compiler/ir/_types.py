@@ -161,9 +161,12 @@ class Shape(tuple):
 
     def numel(self) -> int | None:
         """Number of elements, or None when a dimension is not a known integer."""
-        if not self.is_static:
-            return None
-        return int(np.prod(self, dtype=np.int64)) if self else 1
+        count = 1
+        for dim in self:
+            if not isinstance(dim, int):
+                return None
+            count *= dim
+        return count
 
     def __repr__(self) -> str:
         return "[" + ",".join("?" if d is None else str(d) for d in self) + "]"

@@ -74,8 +74,8 @@ class _Exporter:
         self.value_info = value_info
         self.keep_data = keep_data
 
-    def graph(self, graph: Graph) -> onnx.GraphProto:
-        proto = onnx.GraphProto()
+    def graph(self, graph: Graph, proto: onnx.GraphProto | None = None) -> onnx.GraphProto:
+        proto = onnx.GraphProto() if proto is None else proto
         proto.name = graph.name or "graph"
         if graph.doc_string:
             proto.doc_string = graph.doc_string
@@ -84,7 +84,7 @@ class _Exporter:
         input_ids = {id(v) for v in graph.inputs}
         for name, value in graph.initializers.items():
             if self.keep_data is None or graph.parent is not None or self.keep_data(value):
-                proto.initializer.append(tensor_to_proto(value.const_value, self.namer.name(value)))
+                tensor_to_proto(value.const_value, self.namer.name(value), into=proto.initializer.add())
             elif id(value) not in input_ids:
                 proto.input.append(self.value_info_of(value))
         for node in graph.nodes:
@@ -212,7 +212,7 @@ def graph_to_model(
     for domain, version in sorted(opsets.items()):
         entry = model.opset_import.add()
         entry.domain, entry.version = domain, version
-    model.graph.CopyFrom(exporter.graph(graph))
+    exporter.graph(graph, model.graph)
     return model
 
 

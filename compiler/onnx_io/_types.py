@@ -105,13 +105,48 @@ def tensor_from_proto(proto: onnx.TensorProto, base_dir: str | None) -> Tensor:
         offset = int(info.get("offset", 0) or 0)
         length = int(info["length"]) if info.get("length") else None
         return ExternalTensor(path, offset, length, dtype, shape, name=name)
-    if proto.HasField("raw_data") and len(proto.raw_data) > _EAGER_BYTES:
-        return LazyTensor(lambda: numpy_helper.to_array(proto), dtype, shape, name=name)
+    if proto.HasField("raw_data") and _raw_nbytes(dtype, shape) > _EAGER_BYTES:
+        return ProtoTensor(proto, dtype, shape, name=name)
     return ArrayTensor(numpy_helper.to_array(proto), name=name, dtype=dtype)
 
 
-def tensor_to_proto(tensor: Tensor, name: str | None) -> onnx.TensorProto:
-    """A TensorProto holding the tensor's data (raw bytes where ONNX allows)."""
+def _raw_nbytes(dtype: DataType, shape: Shape) -> int:
+    """The size of a tensor's raw data from its type (reading `raw_data` would copy the bytes)."""
+    return ((shape.numel() or 0) * dtype.bitwidth + 7) // 8 if dtype.bitwidth else 0
+
+
+class ProtoTensor(LazyTensor):
+    """A tensor backed by the TensorProto it was imported from: its values are a read-only view of
+    the raw bytes, read on first use, and export copies the proto as it is instead of re-encoding."""
+
+    def __init__(self, proto: onnx.TensorProto, dtype: DataType, shape: Shape, name: str | None = None):
+        self.proto = proto
+        super().__init__(self._read, dtype, shape, name=name)
+
+    def _read(self) -> np.ndarray:
+        numpy_dtype = self.dtype.numpy if self.dtype.bitwidth >= 8 and self.dtype != DataType.STRING else None
+        if numpy_dtype is None or np.dtype(numpy_dtype).byteorder == ">" or not np.little_endian:
+            return numpy_helper.to_array(self.proto)
+        array = np.frombuffer(self.proto.raw_data, dtype=numpy_dtype)  # read-only: the IR never writes in place
+        return array.reshape(tuple(self.shape))
+
+
+def tensor_to_proto(tensor: Tensor, name: str | None, into: onnx.TensorProto | None = None) -> onnx.TensorProto:
+    """A TensorProto holding the tensor's data (raw bytes where ONNX allows), written into `into`
+    when given (filling a repeated field in place saves copying large weights twice)."""
+    if isinstance(tensor, ProtoTensor):
+        proto = into if into is not None else onnx.TensorProto()
+        proto.CopyFrom(tensor.proto)
+        proto.name = name or ""
+        return proto
+    proto = _encode_tensor(tensor, name)
+    if into is None:
+        return proto
+    into.CopyFrom(proto)
+    return into
+
+
+def _encode_tensor(tensor: Tensor, name: str | None) -> onnx.TensorProto:
     array = tensor.numpy()
     dtype = tensor.dtype
     if dtype.bitwidth in (2, 4):

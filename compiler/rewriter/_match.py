@@ -67,6 +67,11 @@ class Matcher:
         self.pattern = pattern
         self.best_depth = -1
         self.best_failure: MatchFailure | None = None
+        root = pattern.root
+        # op types that must produce some input of the root: a cheap test before the full match
+        self._feeding_ops = tuple(
+            (v.node.op_type, v.node.domain) for v in root.inputs if isinstance(v, NodeOutput)
+        )
 
     def _failed(self, state: _State, reason: str, *nodes: Node) -> None:
         depth = len(state.nodes)
@@ -76,6 +81,13 @@ class Matcher:
 
     def match(self, node: Node) -> Match | None:
         self.best_depth, self.best_failure = -1, None
+        for op_type, domain in self._feeding_ops:
+            if not any(v is not None and v.producer is not None and v.producer.op_type == op_type
+                       and v.producer.domain == domain for v in node.inputs):
+                self.best_depth = 1
+                self.best_failure = MatchFailure(f"no input of {node.op_type} comes from a {op_type} (after matching "
+                                                 f"1/{len(self.pattern.nodes)} ops)", node)
+                return None
         state = _State({}, {}, {}, {})
         for final in self._match_node(self.pattern.root, node, state):
             nodes = list(final.nodes.values())

@@ -3,6 +3,7 @@ vocabulary; data flows from the check to the replacement through the match bindi
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -142,8 +143,17 @@ def remove_dead(graph: Graph, candidates: list[Node]) -> None:
 
 def _call_with_bindings(function: Callable[..., Any], first: Any, match: Match) -> Any:
     bindings = match.bindings()
-    parameters = inspect.signature(function).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    parameters = _keyword_parameters(function)
+    if parameters is None:
         return function(first, **bindings)
     accepted = {k: v for k, v in bindings.items() if k in parameters}
     return function(first, **accepted)
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_parameters(function: Callable[..., Any]) -> frozenset[str] | None:
+    """The names `function` accepts, or None when it takes **kwargs (signatures are read once)."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return frozenset(parameters)

@@ -4,6 +4,8 @@ then rewrites them 1:1. With --keep-opset they stay ai.graphkiln ops and the ops
 
 from __future__ import annotations
 
+import heapq
+
 import onnx
 from onnx import version_converter
 
@@ -73,18 +75,30 @@ def _reattach_weights(raised: Graph, original: Graph) -> None:
 
 
 def _sort_nodes(graph: onnx.GraphProto) -> None:
-    """Topologically order nodes (the converter may add nodes ahead of re-inserted ones)."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in available for name in n.input)]
-        if not ready:
-            ordered.extend(pending)
-            break
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        pending = [n for n in pending if all(n is not r for r in ready)]
+    """Topologically order nodes (the converter may add nodes ahead of re-inserted ones); Kahn's
+    algorithm, ties kept in the converter's order, a cycle left as it is."""
+    nodes = list(graph.node)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    readers: dict[int, list[int]] = {}
+    waiting = [0] * len(nodes)
+    for index, node in enumerate(nodes):
+        for source in {producer[name] for name in node.input if name in producer}:
+            readers.setdefault(source, []).append(index)
+            waiting[index] += 1
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for reader in readers.get(index, ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) < len(nodes):  # a cycle: keep the rest as it was, the verifier will name it
+        placed = set(order)
+        order += [index for index in range(len(nodes)) if index not in placed]
+    ordered = [nodes[index] for index in order]
     graph.ClearField("node")
     graph.node.extend(ordered)
 
