@@ -385,3 +385,12 @@ def test_samples_at_o2_match_onnxruntime(name: str) -> None:
     assert [i.name for i in optimized.graph.input] == [i.name for i in model.graph.input]
     assert [o.name for o in optimized.graph.output] == [o.name for o in model.graph.output]
     assert json.dumps([str(i.type) for i in optimized.graph.input]) == json.dumps([str(i.type) for i in model.graph.input])
+
+
+def test_structural_mismatch_is_explained_not_reported_as_no_match() -> None:
+    nodes = [helper.make_node("Relu", ["a"], ["r"], name="relu"), helper.make_node("Add", ["r", "b"], ["y"], name="add")]
+    model = _model(nodes, [_tensor("a", [3, 5]), _tensor("b", [3, 5])], [_tensor("y", [3, 5])])
+    _graph, _report, ctx = _optimize(model, "fuse_bias_epilogues", debug_rewrites=True)
+    assert ctx.artifacts["match_tracer"].explain("matmul_add_to_gemm", "add") == (
+        "rule 'matmul_add_to_gemm' did not match at 'add': no input of Add comes from a MatMul "
+        "(after matching 1/2 ops) [at Add 'add']")

@@ -428,11 +428,14 @@ class Graph:
         """Every node, including those inside subgraphs, outer before inner."""
         for node in self.nodes:
             yield node
-            for graph in node.subgraphs():
-                yield from graph.all_nodes()
+            if node.attributes:
+                for graph in node.subgraphs():
+                    yield from graph.all_nodes()
 
     def subgraphs_recursive(self) -> Iterator["Graph"]:
         for node in self.nodes:
+            if not node.attributes:
+                continue
             for graph in node.subgraphs():
                 yield graph
                 yield from graph.subgraphs_recursive()

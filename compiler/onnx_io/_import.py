@@ -3,6 +3,7 @@ truncation, unsafe external data, cycles, undefined values, unknown ops) with on
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable
 
@@ -103,9 +104,9 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
 
 def check_ops_known(model: onnx.ModelProto) -> None:
     """Refuse nodes whose domain is unknown (neither ONNX's, ours, nor a model-local function's)."""
-    known = {schema.domain for schema in onnx.defs.get_all_schemas_with_history()} | KNOWN_EXTRA_DOMAINS
-    known |= {"", "ai.onnx"}
+    known = _onnx_domains() | KNOWN_EXTRA_DOMAINS | {"", "ai.onnx"}
     functions = {(f.domain, f.name) for f in model.functions}
+    checked: set[str] = set()
     for node, graph_name in _all_nodes(model.graph):
         if (node.domain, node.op_type) in functions:
             continue
@@ -115,7 +116,8 @@ def check_ops_known(model: onnx.ModelProto) -> None:
                 f"from unknown domain {node.domain!r}",
                 "only ONNX domains, com.microsoft and ai.graphkiln are supported",
             )
-        if node.domain in ("", "ai.onnx"):
+        if node.domain in ("", "ai.onnx") and node.op_type not in checked:
+            checked.add(node.op_type)
             version = _opset_of(model, "")
             try:
                 onnx.defs.get_schema(node.op_type, version, "")
@@ -123,6 +125,12 @@ def check_ops_known(model: onnx.ModelProto) -> None:
                 raise InvalidGraphError(
                     f"node {node.name or node.op_type!r} uses op {node.op_type!r}, which ONNX opset {version} lacks"
                 ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _onnx_domains() -> frozenset[str]:
+    """The domains onnx's schema registry knows (read once: listing every schema is slow)."""
+    return frozenset(schema.domain for schema in onnx.defs.get_all_schemas_with_history())
 
 
 def _opset_of(model: onnx.ModelProto, domain: str) -> int:

@@ -82,8 +82,11 @@ class Matcher:
     def match(self, node: Node) -> Match | None:
         self.best_depth, self.best_failure = -1, None
         for op_type, domain in self._feeding_ops:
-            if not any(v is not None and v.producer is not None and v.producer.op_type == op_type
-                       and v.producer.domain == domain for v in node.inputs):
+            for value in node.inputs:
+                producer = value.producer if value is not None else None
+                if producer is not None and producer.op_type == op_type and producer.domain == domain:
+                    break
+            else:
                 self.best_depth = 1
                 self.best_failure = MatchFailure(f"no input of {node.op_type} comes from a {op_type} (after matching "
                                                  f"1/{len(self.pattern.nodes)} ops)", node)

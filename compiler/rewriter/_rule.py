@@ -68,8 +68,9 @@ class Rule:
     def try_match(self, node: Node, options: dict[str, Any] | None = None) -> Match | MatchFailure:
         """Match at `node` and run the check; returns the Match or why it failed."""
         match = self.matcher.match(node)
-        if match is None:
-            return self.matcher.best_failure or fail("no match", node)
+        if match is None:  # (a MatchFailure is falsy: test for None, or its reason would be lost)
+            failure = self.matcher.best_failure
+            return failure if failure is not None else fail("no match", node)
         graph = node.graph
         if not self.allow_shared:
             leaks = external_uses(match, graph)
