@@ -13,10 +13,11 @@ from .onnx_io._types import type_from_proto
 _INLINE_CONST_LIMIT = 4096  # elements; larger initializers go in as typed inputs (shape only)
 
 
-def infer_types(graph: Graph, *, rounds: int = 3) -> None:
-    """Fill in unknown value types throughout `graph` (subgraphs included)."""
-    if fully_typed(graph):
-        return  # every dim is already an int or a symbol: inference could only agree
+def infer_types(graph: Graph, *, rounds: int = 3, trust_declared: bool = False) -> None:
+    """Fill in unknown value types throughout `graph` (subgraphs included). With `trust_declared`
+    (at import), a graph whose every value the exporter already typed completely is left as it is."""
+    if trust_declared and fully_typed(graph):
+        return  # the exporter's dims (ints or its own symbols) are what inference would find
     has_custom = any(node.domain not in ("", "ai.onnx", "ai.onnx.ml") for node in graph.all_nodes())
     for _ in range(rounds):
         changed = _infer_custom(graph)
