@@ -202,3 +202,20 @@ def test_large_initializers_stay_backed_by_their_proto_through_a_round_trip() ->
     exported = export_model(imported)
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(exported.graph.initializer[0]), weight)
     assert exported.graph.initializer[0].name == "w"
+
+
+def test_refreshing_types_pins_symbols_that_inference_can_resolve() -> None:
+    from compiler.ir import Shape, TensorType
+    from compiler.shape_inference import infer_types
+
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["a", "b"])
+    target = onnx.numpy_helper.from_array(np.array([3, 2], np.int64), "target")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Reshape", ["x", "target"], ["r"]),
+                                    onnx.helper.make_node("Relu", ["r"], ["y"])], "g", [x], [y], [target],
+                                   value_info=[onnx.helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, ["a", "b"])])
+    imported = compiler.load(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    reshaped = imported.nodes[0].outputs[0]
+    assert reshaped.shape == ("a", "b")  # at import the exporter's complete value_info is taken as it is
+    infer_types(imported)  # after a pass: inference may pin a symbol to the int it computes
+    assert reshaped.type == TensorType(reshaped.dtype, Shape([3, 2]))
