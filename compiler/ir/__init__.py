@@ -13,6 +13,7 @@ from ._core import (
     Use,
     Value,
     constant_node_value,
+    stable_topological_order,
 )
 from ._tensor import ArrayTensor, ExternalTensor, LazyTensor, Tensor
 from ._types import (
@@ -32,5 +33,5 @@ __all__ = [
     "ArrayTensor", "Attr", "AttrType", "DataType", "Dim", "ExternalTensor", "Graph", "GraphError",
     "LazyTensor", "MapType", "ModelInfo", "Node", "Opaque", "OptionalType", "SequenceType", "Shape",
     "SparseTensorType", "Tensor", "TensorType", "Use", "Value", "ValueType", "VerificationError",
-    "constant_node_value", "verify_structure",
+    "constant_node_value", "stable_topological_order", "verify_structure",
 ]

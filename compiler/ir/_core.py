@@ -4,6 +4,7 @@ and the few mutators here keep producers, uses and graph outputs current."""
 from __future__ import annotations
 
 import enum
+import heapq
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
@@ -207,6 +208,28 @@ class Value:
             _redirect_uses(self, new)
             return
         graph.replace_all_uses_with(self, new)
+
+
+def stable_topological_order(dependencies: Sequence[Iterable[int]]) -> list[int]:
+    """Indices 0..n-1 ordered so that each comes after every index it depends on, ties in index
+    order (Kahn's algorithm). Indices on or behind a cycle are left out: the caller decides."""
+    readers: list[list[int]] = [[] for _ in dependencies]
+    waiting = [0] * len(dependencies)
+    for index, sources in enumerate(dependencies):
+        for source in set(sources):
+            readers[source].append(index)
+            waiting[index] += 1
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for reader in readers[index]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    return order
 
 
 def _redirect_uses(old: Value, new: Value) -> None:
@@ -605,25 +628,10 @@ class Graph:
                 if producer is not None and id(producer) in position and producer is not node:
                     deps.add(position[id(producer)])
             producers_of[i] = sorted(deps)
-        indegree = [len(producers_of[i]) for i in range(len(nodes))]
-        readers: list[list[int]] = [[] for _ in nodes]
-        for i, deps in producers_of.items():
-            for dep in deps:
-                readers[dep].append(i)
-        import heapq
-
-        ready = [i for i, d in enumerate(indegree) if d == 0]
-        heapq.heapify(ready)
-        order: list[int] = []
-        while ready:
-            i = heapq.heappop(ready)
-            order.append(i)
-            for reader in readers[i]:
-                indegree[reader] -= 1
-                if indegree[reader] == 0:
-                    heapq.heappush(ready, reader)
+        order = stable_topological_order([producers_of[i] for i in range(len(nodes))])
         if len(order) != len(nodes):
-            stuck = [nodes[i] for i, d in enumerate(indegree) if d > 0]
+            placed = set(order)
+            stuck = [nodes[i] for i in range(len(nodes)) if i not in placed]
             raise GraphError("graph has a cycle through " + " -> ".join(_node_label(n) for n in stuck[:6]))
         self.nodes.reorder([nodes[i] for i in order])
 

@@ -4,14 +4,12 @@ then rewrites them 1:1. With --keep-opset they stay ai.graphkiln ops and the ops
 
 from __future__ import annotations
 
-import heapq
-
 import onnx
 from onnx import version_converter
 
 from compiler.custom_ops import GRAPHKILN_DOMAIN
 from compiler.decompose import decompose_custom_ops
-from compiler.ir import Graph
+from compiler.ir import Graph, stable_topological_order
 from compiler.onnx_io import import_model
 from compiler.onnx_io._export import graph_to_model
 from compiler.pass_infra import Pass, PassContext, PassResult, register_pass
@@ -75,27 +73,12 @@ def _reattach_weights(raised: Graph, original: Graph) -> None:
 
 
 def _sort_nodes(graph: onnx.GraphProto) -> None:
-    """Topologically order nodes (the converter may add nodes ahead of re-inserted ones); Kahn's
-    algorithm, ties kept in the converter's order, a cycle left as it is."""
+    """Topologically order nodes (the converter may add nodes ahead of re-inserted ones), ties kept
+    in the converter's order; a cycle is left as it is for the verifier to name."""
     nodes = list(graph.node)
     producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
-    readers: dict[int, list[int]] = {}
-    waiting = [0] * len(nodes)
-    for index, node in enumerate(nodes):
-        for source in {producer[name] for name in node.input if name in producer}:
-            readers.setdefault(source, []).append(index)
-            waiting[index] += 1
-    ready = [index for index, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        index = heapq.heappop(ready)
-        order.append(index)
-        for reader in readers.get(index, ()):
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                heapq.heappush(ready, reader)
-    if len(order) < len(nodes):  # a cycle: keep the rest as it was, the verifier will name it
+    order = stable_topological_order([[producer[name] for name in node.input if name in producer] for node in nodes])
+    if len(order) < len(nodes):
         placed = set(order)
         order += [index for index in range(len(nodes)) if index not in placed]
     ordered = [nodes[index] for index in order]
