@@ -78,6 +78,12 @@ class ConstantFolder:
             return False
         if node.op_type == "Identity" and node.output.is_graph_output():
             return False  # already the cheapest way to give a constant output its name
+        if node.op_type == "Identity" and node.inputs[0] is not None and node.inputs[0].const_value is not None:
+            # readers take the initializer itself: no copy of the weight, which stays as imported
+            self.graph.replace_all_uses_with(node.output, node.inputs[0])
+            self.graph.remove_node(node)
+            self.folded += 1
+            return True
         results = self._evaluate(node)
         if results is None:
             return False

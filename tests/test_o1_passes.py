@@ -146,3 +146,26 @@ def test_optimize_is_like_onnxsim_simplify() -> None:
     feeds = {"x": np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)}
     np.testing.assert_allclose(run_onnxruntime(optimized, feeds)[0], run_onnxruntime(model, feeds)[0])
     assert model.graph.node[1].op_type == "Identity"  # the input proto was not modified
+
+
+def test_identity_of_a_weight_reads_the_weight_itself() -> None:
+    """TorchScript exports weights behind Identity nodes: folding reroutes the readers to the
+    initializer (no copy of the data, the proto-backed tensor is kept for export)."""
+    from compiler.api import run_pipeline
+    from compiler.onnx_io._types import ProtoTensor
+
+    weight = np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32])
+    nodes = [helper.make_node("Identity", ["w"], ["w_copy"], name="identity"),
+             helper.make_node("MatMul", ["x", "w_copy"], ["y"], name="matmul")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [numpy_helper.from_array(weight, "w")]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph, _report, _ctx = run_pipeline(compiler.load(model), passes="fold_constants")
+    assert [n.op_type for n in graph.nodes] == ["MatMul"]
+    read = graph.nodes[0].inputs[1]
+    assert read.name == "w" and isinstance(read.const_value, ProtoTensor) and not read.const_value.is_loaded
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)}
+    optimized = compiler.optimize(model, opt_level=1)
+    verdict = compare_outputs(run_onnxruntime(model, feeds), run_onnxruntime(optimized, feeds), rtol=1e-6, atol=1e-6)
+    assert verdict.ok, verdict.message

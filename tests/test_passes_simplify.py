@@ -394,3 +394,24 @@ def test_structural_mismatch_is_explained_not_reported_as_no_match() -> None:
     assert ctx.artifacts["match_tracer"].explain("matmul_add_to_gemm", "add") == (
         "rule 'matmul_add_to_gemm' did not match at 'add': no input of Add comes from a MatMul "
         "(after matching 1/2 ops) [at Add 'add']")
+
+
+def test_rules_needing_an_absent_op_are_not_tried(monkeypatch) -> None:
+    """The driver skips rules with a pattern op the graph lacks (a GELU needs Erf or Tanh); with a
+    tracer on, every rule is tried so that --explain can say why."""
+    from compiler.rewriter import Rule
+
+    tried: list[str] = []
+    original = Rule.try_match
+
+    def counting(self, node, options=None):
+        tried.append(self.name)
+        return original(self, node, options)
+
+    monkeypatch.setattr(Rule, "try_match", counting)
+    nodes = [helper.make_node("Sigmoid", ["a"], ["s"], name="sigmoid"), helper.make_node("Mul", ["a", "s"], ["y"], name="silu")]
+    model = _model(nodes, [_tensor("a", [3, 5])], [_tensor("y", [3, 5])])
+    _optimize(model, "fuse_gelu")
+    assert tried == []
+    _optimize(model, "fuse_gelu", debug_rewrites=True)
+    assert tried and all(name.startswith("fuse_gelu") for name in tried)

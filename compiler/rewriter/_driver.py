@@ -66,16 +66,32 @@ def apply_rules(
     return counts
 
 
+def _rules_that_can_match(graph: Graph, by_root: dict) -> dict:
+    """The rules whose every pattern op occurs in `graph` (recomputed each sweep, so ops that an
+    earlier sweep created count); a tracer sees all rules, so that explanations stay complete."""
+    present = {(node.domain, node.op_type) for node in graph.nodes}
+    kept: dict = {}
+    for key, rules in by_root.items():
+        if key in present:
+            usable = [rule for rule in rules if rule.required_ops <= present]
+            if usable:
+                kept[key] = usable
+    return kept
+
+
 def _rewrite_to_fixed_point(graph, by_root, max_iterations, tracer, options, counts) -> None:
     for iteration in range(max_iterations):
         fired: Counter = Counter()
         budget = 4 * len(graph.nodes) + 64  # rewrites per sweep; more means rules feed each other
+        candidates = by_root if tracer is not None else _rules_that_can_match(graph, by_root)
+        if not candidates:
+            return
         for node in graph.nodes:
             if node.graph is not graph:
                 continue
             if sum(fired.values()) > budget:
                 break
-            for rule in by_root.get((node.domain, node.op_type), ()):
+            for rule in candidates.get((node.domain, node.op_type), ()):
                 result = rule.try_match(node, options)
                 if tracer is not None:
                     tracer.record(rule, node, result)

@@ -56,9 +56,15 @@ class Rule:
         self.allow_shared = allow_shared
         self.description = description or (inspect.getdoc(pattern) or "")
         self.matcher = Matcher(self.traced)
+        self._required_ops = frozenset((node.domain, node.op_type) for node in self.traced.nodes)
 
     def __repr__(self) -> str:
         return f"Rule({self.name!r}, root={self.traced.root.op_type})"
+
+    @property
+    def required_ops(self) -> frozenset[tuple[str, str]]:
+        """(domain, op type) of every op in the pattern: a graph lacking one cannot match."""
+        return self._required_ops
 
     @property
     def root_key(self) -> tuple[str, str]:
