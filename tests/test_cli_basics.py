@@ -59,3 +59,27 @@ def test_inspect_json(capsys) -> None:
     assert summary["flops_symbols"] == {"batch": 8, "seq": 1}
     assert summary["ops"]["MatMul"] == 8
     assert [i["shape"] for i in summary["inputs"]] == [["batch", "seq", 64], ["batch", "seq"]]
+
+
+def test_readme_quick_start_runs_in_a_fresh_checkout(tmp_path, monkeypatch, capsys) -> None:
+    """The README's first command, minus the venv set-up, from a folder holding only samples/:
+    every `mkdir` step runs, then the kiln call must succeed and write the artifact folder."""
+    import re
+    import shlex
+    import shutil
+
+    readme = (SAMPLES.parent / "README.md").read_text()
+    command = re.search(r"<!-- quickstart:run -->\s*```bash\n(.+)\n```", readme).group(1)
+    shutil.copytree(SAMPLES, tmp_path / "samples")
+    monkeypatch.chdir(tmp_path)
+    steps = [shlex.split(step) for step in command.split("&&")]
+    for step in steps:
+        if step[0] == "mkdir":
+            for folder in step[1:]:
+                if not folder.startswith("-"):
+                    os.makedirs(folder, exist_ok=True)
+    kiln = next(step for step in steps if step[0].endswith("bin/kiln"))
+    assert main(kiln[1:]) == 0
+    out = kiln[kiln.index("-o") + 1]
+    assert {"model.onnx", "report.json"} <= set(os.listdir(out))
+    assert "fuse_attention" in capsys.readouterr().out
