@@ -18,7 +18,7 @@ def infer_types(graph: Graph, *, rounds: int = 3, trust_declared: bool = False) 
     (at import), a graph whose every value the exporter already typed completely is left as it is."""
     if trust_declared and fully_typed(graph):
         return  # the exporter's dims (ints or its own symbols) are what inference would find
-    has_custom = any(node.domain not in ("", "ai.onnx", "ai.onnx.ml") for node in graph.all_nodes())
+    has_custom = any(not _is_standard(node) for node in graph.all_nodes())
     for _ in range(rounds):
         changed = _infer_custom(graph)
         changed |= _infer_onnx(graph)
@@ -41,10 +41,15 @@ def fully_typed(graph: Graph) -> bool:
     return True
 
 
+def _is_standard(node: Node) -> bool:
+    """Whether onnx's own inference knows the node's domain (else a custom op's type rule does)."""
+    return node.domain in ("", "ai.onnx", "ai.onnx.ml")
+
+
 def _infer_custom(graph: Graph) -> bool:
     changed = False
     for node in graph.all_nodes():
-        if not node.domain or node.domain in ("ai.onnx", "ai.onnx.ml"):
+        if _is_standard(node):
             continue
         op = get_custom_op(node.domain, node.op_type)
         if op is None:
@@ -107,7 +112,7 @@ def _light_model(graph: Graph) -> tuple[onnx.ModelProto, dict[str, Value]]:
     exporter = _Exporter(graph, value_info=False)
     top = model.graph
     for node in graph.nodes:
-        if node.domain and node.domain not in ("ai.onnx", "ai.onnx.ml"):
+        if not _is_standard(node):
             for value in node.outputs:
                 if value.type is not None and value.name:
                     top.value_info.append(exporter.value_info_of(value))

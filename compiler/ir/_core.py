@@ -355,10 +355,7 @@ class Node:
     def subgraphs(self) -> list["Graph"]:
         found: list[Graph] = []
         for attr in self.attributes.values():
-            if attr.type == AttrType.GRAPH:
-                found.append(attr.value)
-            elif attr.type == AttrType.GRAPHS:
-                found.extend(attr.value)
+            found.extend(attr.graphs())
         return found
 
     def implicit_inputs(self) -> list[Value]:

@@ -147,9 +147,9 @@ class _Exporter:
         elif kind == AttrType.STRING:
             proto.s = value if isinstance(value, bytes) else str(value).encode()
         elif kind == AttrType.TENSOR:
-            proto.t.CopyFrom(tensor_to_proto(value, getattr(value, "name", None)))
+            tensor_to_proto(value, getattr(value, "name", None), into=proto.t)
         elif kind == AttrType.GRAPH:
-            proto.g.CopyFrom(self.graph(value))
+            self.graph(value, proto.g)
         elif kind == AttrType.FLOATS:
             proto.floats.extend(float(v) for v in value)
         elif kind == AttrType.INTS:
@@ -157,9 +157,11 @@ class _Exporter:
         elif kind == AttrType.STRINGS:
             proto.strings.extend(v if isinstance(v, bytes) else str(v).encode() for v in value)
         elif kind == AttrType.TENSORS:
-            proto.tensors.extend(tensor_to_proto(t, getattr(t, "name", None)) for t in value)
+            for tensor in value:
+                tensor_to_proto(tensor, getattr(tensor, "name", None), into=proto.tensors.add())
         elif kind == AttrType.GRAPHS:
-            proto.graphs.extend(self.graph(g) for g in value)
+            for subgraph in value:
+                self.graph(subgraph, proto.graphs.add())
         elif kind == AttrType.SPARSE_TENSOR:
             proto.sparse_tensor.ParseFromString(value.data)
         elif kind == AttrType.SPARSE_TENSORS:

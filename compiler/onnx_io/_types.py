@@ -105,14 +105,11 @@ def tensor_from_proto(proto: onnx.TensorProto, base_dir: str | None) -> Tensor:
         offset = int(info.get("offset", 0) or 0)
         length = int(info["length"]) if info.get("length") else None
         return ExternalTensor(path, offset, length, dtype, shape, name=name)
-    if proto.HasField("raw_data") and _raw_nbytes(dtype, shape) > _EAGER_BYTES:
-        return ProtoTensor(proto, dtype, shape, name=name)
+    if proto.HasField("raw_data"):  # sized from the header: reading raw_data would copy the bytes
+        lazy = ProtoTensor(proto, dtype, shape, name=name)
+        if lazy.nbytes > _EAGER_BYTES:
+            return lazy
     return ArrayTensor(numpy_helper.to_array(proto), name=name, dtype=dtype)
-
-
-def _raw_nbytes(dtype: DataType, shape: Shape) -> int:
-    """The size of a tensor's raw data from its type (reading `raw_data` would copy the bytes)."""
-    return ((shape.numel() or 0) * dtype.bitwidth + 7) // 8 if dtype.bitwidth else 0
 
 
 class ProtoTensor(LazyTensor):
@@ -124,10 +121,9 @@ class ProtoTensor(LazyTensor):
         super().__init__(self._read, dtype, shape, name=name)
 
     def _read(self) -> np.ndarray:
-        numpy_dtype = self.dtype.numpy if self.dtype.bitwidth >= 8 and self.dtype != DataType.STRING else None
-        if numpy_dtype is None or np.dtype(numpy_dtype).byteorder == ">" or not np.little_endian:
+        if self.dtype.bitwidth < 8 or not np.little_endian:  # packed sub-byte data, or byte swapping
             return numpy_helper.to_array(self.proto)
-        array = np.frombuffer(self.proto.raw_data, dtype=numpy_dtype)  # read-only: the IR never writes in place
+        array = np.frombuffer(self.proto.raw_data, dtype=self.dtype.numpy)  # read-only: the IR never writes in place
         return array.reshape(tuple(self.shape))
 
 
