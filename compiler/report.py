@@ -13,20 +13,25 @@ from .pass_manager import PassRecord
 
 def graph_stats(graph: Graph) -> dict[str, Any]:
     """Node count, op histogram, parameter count and bytes of `graph`."""
-    ops = Counter(n.qualified_op for n in graph.nodes)
-    params = sum(v.const_value.size for v in graph.initializers.values())
-    weight_bytes = sum(v.const_value.nbytes for v in graph.initializers.values())
-    for node in graph.all_nodes():
-        if node.op_type == "Constant" and not node.domain:
-            from .ir import constant_node_value
+    from .ir import constant_node_value
 
+    ops = Counter(n.qualified_op for n in graph.nodes)
+    params = weight_bytes = 0
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        params += tensor.size
+        weight_bytes += tensor.nbytes
+    every_node = 0
+    for node in graph.all_nodes():  # one walk: Constant payloads and the count with subgraphs
+        every_node += 1
+        if node.op_type == "Constant" and not node.domain:
             array = constant_node_value(node)
             if array is not None:
                 params += array.size
                 weight_bytes += array.nbytes
     return {
         "nodes": len(graph.nodes),
-        "nodes_including_subgraphs": sum(1 for _ in graph.all_nodes()),
+        "nodes_including_subgraphs": every_node,
         "ops": dict(sorted(ops.items(), key=lambda item: (-item[1], item[0]))),
         "parameters": int(params),
         "weight_bytes": int(weight_bytes),

@@ -7,18 +7,24 @@ from __future__ import annotations
 import onnx
 
 from .custom_ops import get_custom_op
-from .ir import Graph, Node, Shape, TensorType, Value, ValueType
+from .ir import DataType, Graph, Node, Shape, TensorType, Value, ValueType
 from .onnx_io._types import type_from_proto
 
 _INLINE_CONST_LIMIT = 4096  # elements; larger initializers go in as typed inputs (shape only)
 
 
-def infer_types(graph: Graph, *, rounds: int = 3, trust_declared: bool = False) -> None:
+def infer_types(graph: Graph, *, rounds: int = 3, trust_declared: bool = False,
+                imported_from: onnx.ModelProto | None = None) -> None:
     """Fill in unknown value types throughout `graph` (subgraphs included). With `trust_declared`
-    (at import), a graph whose every value the exporter already typed completely is left as it is."""
+    (at import), a graph whose every value the exporter already typed completely is left as it is.
+    `imported_from`, the ModelProto the graph was just built from, lets a graph of standard ops be
+    inferred from a weight-free copy of that proto instead of a re-export of the IR."""
     if trust_declared and fully_typed(graph):
         return  # the exporter's dims (ints or its own symbols) are what inference would find
     has_custom = any(not _is_standard(node) for node in graph.all_nodes())
+    if imported_from is not None and not has_custom:
+        _merge_inferred(_named_values(graph), _run_onnx_inference(_light_proto(imported_from)))
+        return
     for _ in range(rounds):
         changed = _infer_custom(graph)
         changed |= _infer_onnx(graph)
@@ -64,16 +70,25 @@ def _infer_custom(graph: Graph) -> bool:
 
 
 def _infer_onnx(graph: Graph) -> bool:
-    model, names = _light_model(graph)
+    model = _light_model(graph)
+    return _merge_inferred(_named_values(graph), _run_onnx_inference(model))
+
+
+def _run_onnx_inference(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Inferred value infos by name (subgraphs included); data propagation where it runs."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception:
         try:
             inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
         except Exception:
-            return False
+            return {}
     found: dict[str, onnx.ValueInfoProto] = {}
     _collect_value_infos(inferred.graph, found)
+    return found
+
+
+def _merge_inferred(names: dict[str, Value], found: dict[str, onnx.ValueInfoProto]) -> bool:
     changed = False
     for name, value in names.items():
         info = found.get(name)
@@ -81,6 +96,19 @@ def _infer_onnx(graph: Graph) -> bool:
             continue
         changed |= merge_type(value, type_from_proto(info.type))
     return changed
+
+
+def _named_values(graph: Graph) -> dict[str, Value]:
+    """Every named value a node writes (subgraphs included), and the graph outputs."""
+    names: dict[str, Value] = {}
+    for node in graph.all_nodes():
+        for value in node.outputs:
+            if value.name:
+                names[value.name] = value
+    for value in graph.outputs:
+        if value.name:
+            names.setdefault(value.name, value)
+    return names
 
 
 def _collect_value_infos(graph: onnx.GraphProto, found: dict[str, onnx.ValueInfoProto]) -> None:
@@ -95,15 +123,18 @@ def _collect_value_infos(graph: onnx.GraphProto, found: dict[str, onnx.ValueInfo
                     _collect_value_infos(sub, found)
 
 
+def _keep_data(dtype: DataType, size: int) -> bool:
+    """Which initializers inference sees with their values: float data never decides a shape,
+    so only tiny float tensors; integer tensors up to 64k elements (shape vectors, indices)."""
+    return size <= 16 if dtype.is_floating else size <= 1 << 16
+
+
 def _keep_for_inference(value: Value) -> bool:
     tensor = value.const_value
-    if tensor.dtype.is_floating:
-        # float data never decides a shape: keep only tiny, already-loaded tensors
-        return tensor.is_loaded and tensor.size <= 16
-    return tensor.size <= 1 << 16
+    return _keep_data(tensor.dtype, tensor.size) and (tensor.is_loaded or not tensor.dtype.is_floating)
 
 
-def _light_model(graph: Graph) -> tuple[onnx.ModelProto, dict[str, Value]]:
+def _light_model(graph: Graph) -> onnx.ModelProto:
     """Export `graph` for inference without bulky weights: big initializers become typed inputs;
     known outputs of custom ops go in as value_info so inference continues past them."""
     from .onnx_io._export import _Exporter, graph_to_model
@@ -115,16 +146,37 @@ def _light_model(graph: Graph) -> tuple[onnx.ModelProto, dict[str, Value]]:
         if not _is_standard(node):
             for value in node.outputs:
                 if value.type is not None and value.name:
-                    top.value_info.append(exporter.value_info_of(value))
-    names: dict[str, Value] = {}
-    for node in graph.all_nodes():
-        for value in node.outputs:
-            if value.name:
-                names[value.name] = value
-    for value in graph.outputs:
-        if value.name:
-            names.setdefault(value.name, value)
-    return model, names
+                    exporter.value_info_of(value, top.value_info.add())
+    return model
+
+
+def _light_proto(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of an imported ModelProto for inference, made by protobuf (no Python per node):
+    nodes, inputs, outputs and value_info as they are; big initializers become typed inputs."""
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    source, target = model.graph, light.graph
+    target.node.extend(source.node)
+    target.input.extend(source.input)
+    target.output.extend(source.output)
+    target.value_info.extend(source.value_info)
+    target.sparse_initializer.extend(source.sparse_initializer)
+    declared = {info.name for info in source.input}
+    for tensor in source.initializer:
+        size = 1
+        for dim in tensor.dims:
+            size *= dim
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and _keep_data(DataType(tensor.data_type), size):
+            target.initializer.add().CopyFrom(tensor)
+        elif tensor.name not in declared:
+            info = target.input.add()
+            info.name = tensor.name
+            info.type.tensor_type.elem_type = tensor.data_type
+            shape = info.type.tensor_type.shape
+            shape.SetInParent()
+            for dim in tensor.dims:
+                shape.dim.add().dim_value = dim
+    return light
 
 
 def merge_type(value: Value, inferred: ValueType | None) -> bool:

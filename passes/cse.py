@@ -55,13 +55,46 @@ def node_key(node: Node) -> tuple | None:
     return (node.domain, node.op_type, node.overload, len(node.outputs), attributes, inputs)
 
 
+def _is_constant(value: Value | None) -> bool:
+    if value is None:
+        return False
+    if value.const_value is not None:
+        return True
+    producer = value.producer
+    return producer is not None and producer.op_type == "Constant" and producer.domain == ""
+
+
+def _cheap_key(node: Node) -> tuple | None:
+    """A coarser key, free of constant reads and attribute freezing: nodes with equal node_key
+    always have equal cheap keys, so only nodes that share one need the full key."""
+    if node.op_type in NON_DETERMINISTIC or node.subgraphs():
+        return None
+    inputs = tuple("constant" if _is_constant(v) else id(v) for v in node.inputs)
+    return (node.domain, node.op_type, node.overload, len(node.outputs), tuple(node.attributes), inputs)
+
+
 def eliminate_common_subexpressions(graph: Graph) -> int:
-    """Reroute readers of each duplicate node to the first one; returns how many were removed."""
+    """Reroute readers of each duplicate node to the first one; returns how many were removed.
+    Nodes are visited in order, so readers of a removed duplicate can match in the same sweep."""
     seen: dict[tuple, Node] = {}
+    lone: dict[tuple, Node] = {}  # cheap key -> the only node with it so far (full key not computed)
+    shared: set[tuple] = set()  # cheap keys met more than once: their nodes are in `seen`
     removed = 0
     for node in list(graph.nodes):
         if node.graph is not graph:
             continue
+        cheap = _cheap_key(node)
+        if cheap is None:
+            continue
+        if cheap not in shared:
+            first_of_kind = lone.pop(cheap, None)
+            if first_of_kind is None:
+                lone[cheap] = node
+                continue
+            shared.add(cheap)
+            first_key = node_key(first_of_kind)
+            if first_key is not None:
+                seen.setdefault(first_key, first_of_kind)
         key = node_key(node)
         if key is None:
             continue

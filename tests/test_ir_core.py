@@ -219,3 +219,32 @@ def test_refreshing_types_pins_symbols_that_inference_can_resolve() -> None:
     assert reshaped.shape == ("a", "b")  # at import the exporter's complete value_info is taken as it is
     infer_types(imported)  # after a pass: inference may pin a symbol to the int it computes
     assert reshaped.type == TensorType(reshaped.dtype, Shape([3, 2]))
+
+
+def test_import_infers_untyped_graphs_from_a_weight_free_copy_of_the_proto() -> None:
+    """A graph without value_info is typed at import from the proto itself: shape vectors computed
+    by Shape/Gather/Concat propagate into the Reshape, big weights take part only by their type,
+    and the caller's ModelProto is left as it was."""
+    weight = np.ones((64, 256), np.float32)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 64])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    nodes = [
+        onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
+        onnx.helper.make_node("Shape", ["h"], ["s"]),
+        onnx.helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+        onnx.helper.make_node("Concat", ["b", "split"], ["target"], axis=0),
+        onnx.helper.make_node("Reshape", ["h", "target"], ["y"]),
+    ]
+    graph = onnx.helper.make_graph(nodes, "g", [x], [y], [
+        onnx.numpy_helper.from_array(weight, "w"),
+        onnx.numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        onnx.numpy_helper.from_array(np.array([16, 16], np.int64), "split"),
+    ])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    imported = compiler.load(model)
+    types = {v.name: v.type for n in imported.nodes for v in n.outputs}
+    assert types["h"] == TensorType(DataType.FLOAT, Shape(["batch", 256]))
+    assert types["target"] == TensorType(DataType.INT64, Shape([3]))
+    assert imported.outputs[0].type == TensorType(DataType.FLOAT, Shape(["batch", 16, 16]))
+    assert model.SerializeToString() == before

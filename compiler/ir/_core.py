@@ -100,6 +100,9 @@ class Attr:
         return []
 
 
+_GRAPH_ATTR_TYPES = frozenset((AttrType.GRAPH, AttrType.GRAPHS))
+
+
 class Use(NamedTuple):
     """One use of a value: input `index` of `node`."""
 
@@ -355,7 +358,8 @@ class Node:
     def subgraphs(self) -> list["Graph"]:
         found: list[Graph] = []
         for attr in self.attributes.values():
-            found.extend(attr.graphs())
+            if attr.type in _GRAPH_ATTR_TYPES:  # cheap test first: called for every node by every walk
+                found.extend(attr.graphs())
         return found
 
     def implicit_inputs(self) -> list[Value]:

@@ -134,6 +134,9 @@ class Shape(tuple):
     """A tensor shape: a tuple of dims, each an int, a symbol name (str) or None (unknown)."""
 
     def __new__(cls, dims: Iterable[Dim] = ()) -> "Shape":
+        dims = tuple(dims)
+        if all(type(dim) is int or type(dim) is str or dim is None for dim in dims):
+            return super().__new__(cls, dims)  # the common case: nothing to convert or reject
         normalized = []
         for dim in dims:
             if isinstance(dim, (bool, np.bool_)):

@@ -31,7 +31,7 @@ def import_model(model: onnx.ModelProto, base_dir: str | None = None, source_pat
     graph = model_to_graph(model, base_dir, source_path)
     from ..shape_inference import infer_types
 
-    infer_types(graph, trust_declared=True)
+    infer_types(graph, trust_declared=True, imported_from=model)
     return graph
 
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import onnx
 
 from ..errors import OutputError
-from ..ir import Attr, AttrType, Graph, Node, Opaque, Tensor, Value
+from ..ir import Attr, AttrType, Graph, Node, Value
 from ._types import tensor_to_proto, type_to_proto
 
 GRAPHKILN_DOMAIN = "ai.graphkiln"
@@ -80,36 +80,37 @@ class _Exporter:
         if graph.doc_string:
             proto.doc_string = graph.doc_string
         for value in graph.inputs:
-            proto.input.append(self.value_info_of(value))
+            self.value_info_of(value, proto.input.add())
         input_ids = {id(v) for v in graph.inputs}
         for name, value in graph.initializers.items():
             if self.keep_data is None or graph.parent is not None or self.keep_data(value):
                 tensor_to_proto(value.const_value, self.namer.name(value), into=proto.initializer.add())
             elif id(value) not in input_ids:
-                proto.input.append(self.value_info_of(value))
+                self.value_info_of(value, proto.input.add())
         for node in graph.nodes:
-            proto.node.append(self.node(node))
+            self.node(node, proto.node.add())
         for value in graph.outputs:
-            proto.output.append(self.value_info_of(value))
+            self.value_info_of(value, proto.output.add())
         if self.value_info:
             io_ids = {id(v) for v in graph.inputs} | {id(v) for v in graph.outputs}
             for node in graph.nodes:
                 for value in node.outputs:
                     if value.type is not None and value.name != "" and id(value) not in io_ids:
-                        proto.value_info.append(self.value_info_of(value))
+                        self.value_info_of(value, proto.value_info.add())
         return proto
 
-    def value_info_of(self, value: Value) -> onnx.ValueInfoProto:
-        info = onnx.ValueInfoProto()
+    def value_info_of(self, value: Value, into: onnx.ValueInfoProto | None = None) -> onnx.ValueInfoProto:
+        """The value's name and type, written into `into` when given (repeated fields filled in place)."""
+        info = onnx.ValueInfoProto() if into is None else into
         info.name = self.namer.name(value)
         if value.type is not None:
-            info.type.CopyFrom(type_to_proto(value.type))
+            type_to_proto(value.type, info.type)
         if value.doc_string:
             info.doc_string = value.doc_string
         return info
 
-    def node(self, node: Node) -> onnx.NodeProto:
-        proto = onnx.NodeProto()
+    def node(self, node: Node, into: onnx.NodeProto | None = None) -> onnx.NodeProto:
+        proto = onnx.NodeProto() if into is None else into
         proto.op_type = node.op_type
         if node.domain:
             proto.domain = node.domain
@@ -122,14 +123,14 @@ class _Exporter:
         proto.input.extend("" if v is None else self.namer.name(v) for v in node.inputs)
         proto.output.extend(self.namer.name(v) for v in node.outputs)
         for attr in node.attributes.values():
-            proto.attribute.append(self.attribute(attr))
+            self.attribute(attr, proto.attribute.add())
         for key, value in node.meta.get("metadata_props", {}).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         return proto
 
-    def attribute(self, attr: Attr) -> onnx.AttributeProto:
-        proto = onnx.AttributeProto()
+    def attribute(self, attr: Attr, into: onnx.AttributeProto | None = None) -> onnx.AttributeProto:
+        proto = onnx.AttributeProto() if into is None else into
         proto.name = attr.name
         proto.type = int(attr.type)
         if attr.ref_attr_name:
@@ -168,9 +169,10 @@ class _Exporter:
             for item in value:
                 proto.sparse_tensors.add().ParseFromString(item.data)
         elif kind == AttrType.TYPE_PROTO:
-            proto.tp.CopyFrom(type_to_proto(value))
+            type_to_proto(value, proto.tp)
         elif kind == AttrType.TYPE_PROTOS:
-            proto.type_protos.extend(type_to_proto(t) for t in value)
+            for item in value:
+                type_to_proto(item, proto.type_protos.add())
         return proto
 
 

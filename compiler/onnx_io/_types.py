@@ -69,8 +69,9 @@ def _shape_to_proto(shape: Shape, target: onnx.TensorShapeProto) -> None:
             entry.dim_param = dim
 
 
-def type_to_proto(value_type: ValueType) -> onnx.TypeProto:
-    proto = onnx.TypeProto()
+def type_to_proto(value_type: ValueType, into: onnx.TypeProto | None = None) -> onnx.TypeProto:
+    """The TypeProto of an IR type, written into `into` when given (no intermediate message to copy)."""
+    proto = onnx.TypeProto() if into is None else into
     if isinstance(value_type, TensorType):
         proto.tensor_type.elem_type = int(value_type.dtype)
         if value_type.shape is not None:
@@ -82,12 +83,12 @@ def type_to_proto(value_type: ValueType) -> onnx.TypeProto:
             proto.sparse_tensor_type.shape.SetInParent()
             _shape_to_proto(value_type.shape, proto.sparse_tensor_type.shape)
     elif isinstance(value_type, SequenceType):
-        proto.sequence_type.elem_type.CopyFrom(type_to_proto(value_type.elem))
+        type_to_proto(value_type.elem, proto.sequence_type.elem_type)
     elif isinstance(value_type, OptionalType):
-        proto.optional_type.elem_type.CopyFrom(type_to_proto(value_type.elem))
+        type_to_proto(value_type.elem, proto.optional_type.elem_type)
     elif isinstance(value_type, MapType):
         proto.map_type.key_type = int(value_type.key)
-        proto.map_type.value_type.CopyFrom(type_to_proto(value_type.value))
+        type_to_proto(value_type.value, proto.map_type.value_type)
     return proto
 
 
