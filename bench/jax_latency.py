@@ -204,8 +204,8 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
         "kiln: `compiler.compile(..., backend='cpu', opt_level=N)`, fp32; onnxruntime: ORT_ENABLE_ALL, "
         f"CPUExecutionProvider. Each runtime is timed in blocks of calls ({env['rounds']} rounds, the runtimes "
         "taking turns; interleaving single calls lets each runtime's spinning worker threads steal the other's "
-        f"cores); median ms per call, numpy in and out, {env['repeat']} timed calls after {env['warmup']} "
-        "warm-up calls per block. Text models: sequence {env['sequence']}, "
+        f"cores); median ms per call, numpy in and out, {env['repeat']} timed calls in all, {env['warmup']} "
+        f"warm-up calls before each block. Text models: sequence {env['sequence']}, "
         "inputs from bench/build_models.example_inputs (last quarter of the attention mask padded).",
         "",
         header,

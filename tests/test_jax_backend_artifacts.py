@@ -43,16 +43,19 @@ def test_save_writes_export_stablehlo_and_weights(tmp_path):
     text = open(os.path.join(out, "stablehlo.mlir")).read()
     assert "tensor<?x8xf32>" in text and "tensor<?x4xf32>" in text  # the batch stays symbolic
     with np.load(os.path.join(out, "params.npz")) as stored:
-        assert sorted(stored.files) == ["p0", "p1", "p2", "p3"] and stored["p0"].shape == (8, 16)
+        # on the CPU the MatMul weights are stored [N, K] (weight_layout.py), and the manifest says so
+        assert sorted(stored.files) == ["p0", "p1", "p2", "p3"] and stored["p0"].shape == (16, 8)
+    assert manifest["param_layouts"] == {"W1": [1, 0], "W2": [1, 0]}
 
 
 def test_weights_are_arguments_not_constants(tmp_path):
-    """The weight matrices enter the exported module as arguments; no 8x16 constant is baked in."""
+    """The weight matrices enter the exported module as arguments (stored [N, K] on the CPU); no
+    weight constant is baked in, in either layout."""
     cm = compiler.compile(mlp_model(), backend="cpu", opt_level=0)
     text = cm.export().mlir_module()
     main = text[text.index("func.func public @main"):].split("\n", 1)[0]
-    assert "tensor<8x16xf32>" in main and "tensor<16x4xf32>" in main
-    assert not re.search(r"constant dense<[^>]*> : tensor<(8x16|16x4)xf32>", text)
+    assert "tensor<16x8xf32>" in main and "tensor<4x16xf32>" in main
+    assert not re.search(r"constant dense<[^>]*> : tensor<(8x16|16x4|16x8|4x16)xf32>", text)
     assert set(cm.params) == {"W1", "b1", "W2", "b2"}
 
 

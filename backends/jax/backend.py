@@ -41,6 +41,7 @@ class JaxCompiledModel(CompiledModel):
         options = LoweringOptions(precision=self.precision, platform=platform, extra=dict(ctx.options),
                                   conv_weight_layout=True)
         function, self.params = build_function(graph, options)
+        self.param_layouts = dict(function.param_layouts)
         self.function = with_matmul_precision(function, self.precision)
         self.static_shapes = parse_static_shapes(ctx.option("static_shapes"))
         self.present = platform_present(platform)
@@ -85,6 +86,8 @@ class JaxCompiledModel(CompiledModel):
             "symbolic_dims": dict(self._symbols),
             "param_count": int(sum(np.size(a) for a in self.params.values())),
             "param_bytes": int(sum(np.asarray(a).nbytes for a in self.params.values())),
+            # weights stored transposed for XLA's kernels: name -> permutation from the ONNX order
+            "param_layouts": {name: list(perm) for name, perm in sorted(self.param_layouts.items())},
         }
         entries.update(self._artifact_entries)
         return {"jax": entries}

@@ -18,7 +18,7 @@ from compiler.ir import Attr, AttrType, Graph, Node, Tensor, TensorType, Value
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
-from .weight_layout import conv_weight_layouts, onnx_order, stored_params
+from .weight_layout import onnx_order, stored_params, weight_layouts
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
 # float inputs that determine output shapes, so they must be known while tracing
@@ -33,7 +33,7 @@ class LoweringOptions:
     precision: str = "fp32"
     platform: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
-    conv_weight_layout: bool = False  # store Conv kernels as XLA reads them (weight_layout.py)
+    conv_weight_layout: bool = False  # store weights as XLA's kernels read them (weight_layout.py)
 
 
 def prepare_graph(graph: Graph) -> Graph:
@@ -245,7 +245,10 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     opsets = dict(prepared.opset_imports)
     inputs = [v for v in prepared.inputs if v.const_value is None]
     initializer_values = dict(prepared.initializers)
-    layouts = conv_weight_layouts(prepared, params) if options.conv_weight_layout else {}
+    # model-parallel sharding splits a weight along its ONNX output-feature axis: keep that layout there
+    transpose_matmul = options.platform == "cpu" and int(options.extra.get("model_parallel") or 1) == 1
+    layouts = (weight_layouts(prepared, params, transpose_matmul_weights=transpose_matmul)
+               if options.conv_weight_layout else {})
     params = stored_params(params, layouts)
 
     def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
@@ -263,4 +266,5 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
 
     function.static_inputs = static_input_indices(prepared)  # type: ignore[attr-defined]
     function.eager_ops = data_dependent_ops(prepared)  # type: ignore[attr-defined]
+    function.param_layouts = layouts  # type: ignore[attr-defined]  # stored order of transposed weights
     return function, params

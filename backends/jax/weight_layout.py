@@ -1,7 +1,10 @@
-"""Convolution weights stored in the layout XLA's CPU convolution reads (spatial..., in, out), so
-no weight transpose runs on every call: weights are function arguments, so XLA cannot fold a
-transpose of them, and ResNet-50 otherwise copies ~40 MB of kernels per call. The function
-transposes the stored array back to ONNX's [out, in, spatial...]; XLA cancels the pair."""
+"""Weights stored in the layout XLA's kernels read best, so no weight transpose runs on every call:
+weights are function arguments, so XLA cannot fold a transpose of them. Convolution kernels are
+stored (spatial..., in, out), the layout XLA's CPU convolution reads (ResNet-50 otherwise copies
+~40 MB of kernels per call). On the CPU, MatMul/Gemm weights are stored [N, K]: XLA:CPU's fp32
+dot (YNNPACK) runs 3-25% faster and steadier with the weight's rows along the reduction
+(bench/results/gemm_cpu.md). The function transposes each stored array back to ONNX's layout;
+XLA cancels the pair or folds it into the product's dimension numbers."""
 
 from __future__ import annotations
 
@@ -13,18 +16,33 @@ import numpy as np
 from compiler.ir import Graph
 
 
-def conv_weight_layouts(graph: Graph, params: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+def weight_layouts(graph: Graph, params: Mapping[str, np.ndarray], *, transpose_matmul_weights: bool = False
+                   ) -> dict[str, tuple[int, ...]]:
     """name -> permutation from ONNX order to stored order, for weights read only as the kernel of
     ungrouped Conv nodes with a kernel larger than 1 (1x1 and depthwise convs are lowered as
-    products that read the ONNX order; see conv_forms.py)."""
+    products that read the ONNX order; see conv_forms.py) and, with `transpose_matmul_weights`,
+    for 2-D float weights read only as the [K, N] right operand of MatMul or Gemm."""
     layouts: dict[str, tuple[int, ...]] = {}
     for name, array in params.items():
         value = graph.initializers.get(name)
-        if value is None or array.ndim < 3 or not value.uses or all(size == 1 for size in array.shape[2:]):
+        if value is None or not value.uses:
             continue
-        if all(_plain_conv_kernel(use.node, use.index) for use in value.uses):
-            layouts[name] = (*range(2, array.ndim), 1, 0)
+        if array.ndim >= 3 and any(size != 1 for size in array.shape[2:]):
+            if all(_plain_conv_kernel(use.node, use.index) for use in value.uses):
+                layouts[name] = (*range(2, array.ndim), 1, 0)
+        elif transpose_matmul_weights and array.ndim == 2 and array.dtype.kind == "f":
+            if all(_right_operand_k_by_n(use.node, use.index) for use in value.uses):
+                layouts[name] = (1, 0)
     return layouts
+
+
+def _right_operand_k_by_n(node: Any, index: int) -> bool:
+    if node.domain not in ("", "ai.onnx") or index != 1:
+        return False
+    if node.op_type == "MatMul":
+        return True
+    trans_b = node.attributes.get("transB")
+    return node.op_type == "Gemm" and (trans_b is None or trans_b.value == 0)
 
 
 def _plain_conv_kernel(node: Any, index: int) -> bool:
