@@ -22,7 +22,7 @@ def infer_types(graph: Graph, *, rounds: int = 3, trust_declared: bool = False,
     if trust_declared and fully_typed(graph):
         return  # the exporter's dims (ints or its own symbols) are what inference would find
     has_custom = any(not _is_standard(node) for node in graph.all_nodes())
-    if imported_from is not None and not has_custom:
+    if imported_from is not None and not has_custom and _in_topological_order(imported_from.graph):
         _merge_inferred(_named_values(graph), _run_onnx_inference(_light_proto(imported_from)))
         return
     for _ in range(rounds):
@@ -148,6 +148,19 @@ def _light_model(graph: Graph) -> onnx.ModelProto:
                 if value.type is not None and value.name:
                     exporter.value_info_of(value, top.value_info.add())
     return model
+
+
+def _in_topological_order(graph: onnx.GraphProto) -> bool:
+    """Whether every node's inputs are defined before it (ONNX inference reads nodes in file order;
+    files listing them otherwise are inferred from the IR, which sorted them at import)."""
+    defined = {info.name for info in graph.input} | {tensor.name for tensor in graph.initializer}
+    defined.update(sparse.values.name for sparse in graph.sparse_initializer)
+    defined.add("")
+    for node in graph.node:
+        if not defined.issuperset(node.input):
+            return False
+        defined.update(node.output)
+    return True
 
 
 def _light_proto(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -248,3 +248,14 @@ def test_import_infers_untyped_graphs_from_a_weight_free_copy_of_the_proto() -> 
     assert types["target"] == TensorType(DataType.INT64, Shape([3]))
     assert imported.outputs[0].type == TensorType(DataType.FLOAT, Shape(["batch", 16, 16]))
     assert model.SerializeToString() == before
+
+
+def test_import_types_a_file_whose_nodes_are_out_of_order() -> None:
+    """Files may list nodes in any order; inference at import still types every value."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    nodes = [onnx.helper.make_node("Relu", ["h"], ["y"]), onnx.helper.make_node("Neg", ["x"], ["h"])]
+    graph = onnx.helper.make_graph(nodes, "g", [x], [y])
+    imported = compiler.load(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+    assert [n.op_type for n in imported.nodes] == ["Neg", "Relu"]
+    assert imported.outputs[0].type == TensorType(DataType.FLOAT, Shape(["batch", 4]))
