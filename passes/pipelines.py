@@ -7,7 +7,7 @@ register_preset(1, "fold_constants,fixpoint(remove_noops,fold_constants,dce)")
 # -O2: every pass that keeps the model's opset (folding, simplification, BatchNorm folding, epilogues).
 O2_SIMPLIFY = (
     "remove_noops,remove_algebraic_noops,fold_shape_values,fold_reshape_targets,simplify_layout_chains,"
-    "push_transposes,fold_batchnorm,fuse_bias_epilogues,cse,fold_constants,dce"
+    "push_transposes,fold_batchnorm,fuse_bias_epilogues,cse,merge_sibling_matmuls,fold_constants,dce"
 )
 O2_PIPELINE = f"fold_constants,fixpoint({O2_SIMPLIFY})"
 register_preset(2, O2_PIPELINE)

@@ -153,6 +153,20 @@ def _matmul(g: RandomGraph) -> None:
         g.emit("Add", [out, g.weights(width)], g.shapes[out])
 
 
+def _projections(g: RandomGraph) -> None:
+    """Two or three MatMuls of one value (attention's Q/K/V projections), widths drawn apart, each
+    with or without its bias Add."""
+    v = g.pick()
+    shape = g.shapes[v]
+    if not shape:
+        return
+    for _ in range(g.draw(st.integers(2, 3))):
+        width = g.draw(st.sampled_from([2, 3, 5]))
+        out = g.emit("MatMul", [v, g.weights(shape[-1], width)], shape[:-1] + (width,))
+        if g.draw(st.booleans()):
+            g.emit("Add", [out, g.weights(width)], g.shapes[out])
+
+
 def _conv_bn(g: RandomGraph) -> None:
     v = g.pick(4)
     if len(g.shapes[v]) != 4:
@@ -274,7 +288,7 @@ def _flatten(g: RandomGraph) -> None:
         g.emit("Flatten", [v], (shape[0], int(np.prod(shape[1:]))), axis=1)
 
 
-STEPS = [_layout_sandwich, _flatten, _masked_fill, _reshape_region, _unary, _binary, _transpose, _reshape, _squeeze_unsqueeze, _concat, _matmul, _conv_bn, _gemm_bn, _duplicate_or_noop]
+STEPS = [_layout_sandwich, _flatten, _masked_fill, _reshape_region, _unary, _binary, _transpose, _reshape, _squeeze_unsqueeze, _concat, _matmul, _projections, _conv_bn, _gemm_bn, _duplicate_or_noop]
 
 
 @st.composite
@@ -299,7 +313,7 @@ def _heavy_ops(graph) -> int:
 
 
 PASSES = ["remove_noops", "remove_algebraic_noops", "fold_shape_values", "fold_reshape_targets", "simplify_layout_chains",
-          "push_transposes", "fold_batchnorm", "fuse_bias_epilogues", "cse", "fold_constants", "dce", None]
+          "push_transposes", "fold_batchnorm", "fuse_bias_epilogues", "cse", "merge_sibling_matmuls", "fold_constants", "dce", None]
 
 
 @pytest.mark.parametrize("pass_name", PASSES, ids=[p or "O2" for p in PASSES])

@@ -371,7 +371,7 @@ def test_explain_flag_reports_the_precise_reason(tmp_path, capsys) -> None:
         capsys.readouterr().out.splitlines())
 
 
-EXPECTED_O2_NODES = {"mlp": 5, "cnn_bn_residual": 21, "transformer_torchscript": 52, "transformer_dynamo": 36, "digits_cnn": 9}
+EXPECTED_O2_NODES = {"mlp": 5, "cnn_bn_residual": 21, "transformer_torchscript": 49, "transformer_dynamo": 33, "digits_cnn": 9}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_O2_NODES))
@@ -415,3 +415,44 @@ def test_rules_needing_an_absent_op_are_not_tried(monkeypatch) -> None:
     assert tried == []
     _optimize(model, "fuse_gelu", debug_rewrites=True)
     assert tried and all(name.startswith("fuse_gelu") for name in tried)
+
+
+def test_sibling_matmuls_merge_into_one_product_and_a_split() -> None:
+    """Q/K/V-style projections of one activation become one MatMul + Split; a weight of another K,
+    a weight some other node also reads, and a sibling that is a graph output are handled exactly."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),                     # also a graph output
+        helper.make_node("MatMul", ["x", "shared"], ["s"]),                 # its weight is read twice: kept
+        helper.make_node("Add", ["shared", "shared"], ["s2"]),
+        helper.make_node("MatMul", ["t", "other"], ["o"]),                  # another activation: kept
+        helper.make_node("Mul", ["q", "k"], ["qk"]),
+        helper.make_node("Add", ["qk", "v"], ["y"]),
+    ]
+    inits = [(n, rng.standard_normal(shape).astype(np.float32)) for n, shape in
+             [("wq", (4, 6)), ("wk", (4, 6)), ("wv", (4, 6)), ("shared", (4, 4)), ("other", (3, 6))]]
+    inputs = [_tensor("x", ["batch", "seq", 4]), _tensor("t", ["batch", 3])]
+    outputs = [_tensor("y", ["batch", "seq", 6]), _tensor("v", ["batch", "seq", 6]), _tensor("s", ["batch", "seq", 4]),
+               _tensor("s2", [4, 4]), _tensor("o", ["batch", 6])]
+    graph, report, _ = _optimize(_model(nodes, inputs, outputs, inits), "merge_sibling_matmuls,dce")
+    assert _ops(graph) == ["MatMul", "Split", "MatMul", "Add", "MatMul", "Mul", "Add"]
+    assert _counters(report)["matmuls_merged"] == 2
+    merged = graph.nodes[0]
+    assert merged.inputs[1].const_value.shape == (4, 18) and merged.outputs[0].shape == ("batch", "seq", 18)
+    assert [v.name for v in graph.outputs] == ["y", "v", "s", "s2", "o"]  # the interface keeps its names
+    assert "wq" not in graph.initializers and "shared" in graph.initializers
+
+
+def test_sibling_matmuls_with_bias_adds_merge_the_biases_too() -> None:
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"]) for i in range(3)]
+    nodes += [helper.make_node("Add", [f"m{i}", f"b{i}"] if i != 1 else [f"b{i}", f"m{i}"], [f"a{i}"]) for i in range(3)]
+    nodes += [helper.make_node("Concat", ["a0", "a1", "a2"], ["y"], axis=-1)]
+    inits = [(f"w{i}", rng.standard_normal((8, 2 + i)).astype(np.float32)) for i in range(3)]
+    inits += [(f"b{i}", rng.standard_normal(2 + i).astype(np.float32)) for i in range(3)]
+    model = _model(nodes, [_tensor("x", ["batch", 8])], [_tensor("y", ["batch", 9])], inits, opset=11)
+    graph, _, _ = _optimize(model, "merge_sibling_matmuls,dce")
+    assert _ops(graph) == ["MatMul", "Add", "Split", "Concat"]
+    assert graph.nodes[2].attr("split") == [2, 3, 4]  # opset 11: the sizes are an attribute
