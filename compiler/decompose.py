@@ -11,7 +11,7 @@ from .ir import Graph
 def decompose_custom_ops(graph: Graph) -> int:
     """Replace every ai.graphkiln node (subgraphs included) by standard ops; returns how many."""
     count = 0
-    for sub in [graph, *graph.subgraphs_recursive()]:
+    for sub in graph.self_and_subgraphs():
         for node in list(sub.nodes):
             if node.domain != GRAPHKILN_DOMAIN:
                 continue

@@ -61,6 +61,20 @@ class Pass:
         return f"<pass {self.name}>"
 
 
+class GraphwisePass(Pass):
+    """A pass that transforms each graph (the main one and every subgraph) on its own and reports
+    one count, under `counter`: subclasses implement `transform(graph) -> count`."""
+
+    counter: ClassVar[str] = "changes"
+
+    def transform(self, graph: Graph) -> int:
+        raise NotImplementedError
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        count = sum(self.transform(g) for g in graph.self_and_subgraphs())
+        return PassResult(graph, bool(count), {self.counter: count})
+
+
 _PASSES: dict[str, type[Pass]] = {}
 
 

@@ -149,7 +149,7 @@ class ConstantFolding(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         limit = int(ctx.option("fold_size_limit", DEFAULT_SIZE_LIMIT))
         totals = {"nodes_folded": 0, "skipped_over_size_limit": 0, "bytes_created": 0}
-        for target in [graph, *graph.subgraphs_recursive()]:
+        for target in graph.self_and_subgraphs():
             folder = ConstantFolder(target, limit)
             folder.fold_all()
             totals["nodes_folded"] += folder.folded

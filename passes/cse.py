@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
-from compiler.pass_infra import Pass, PassContext, PassResult, register_pass
+from compiler.pass_infra import GraphwisePass, register_pass
 
 from .constant_folding import NON_DETERMINISTIC
 
@@ -113,10 +113,10 @@ def eliminate_common_subexpressions(graph: Graph) -> int:
 
 
 @register_pass
-class CommonSubexpressionElimination(Pass):
+class CommonSubexpressionElimination(GraphwisePass):
     name = "cse"
     description = "compute identical nodes (same op, attributes, inputs or equal constants) once"
+    counter = "nodes_deduplicated"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        removed = sum(eliminate_common_subexpressions(g) for g in [graph, *graph.subgraphs_recursive()])
-        return PassResult(graph, bool(removed), {"nodes_deduplicated": removed})
+    def transform(self, graph: Graph) -> int:
+        return eliminate_common_subexpressions(graph)

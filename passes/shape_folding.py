@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import Graph
-from compiler.pass_infra import Pass, PassContext, PassResult, register_pass
+from compiler.pass_infra import GraphwisePass, register_pass
 from compiler.rewriter import AttrVar, MatchFailure, Rule, fail
 
 from .rewrite_pass import RewritePass
@@ -39,13 +39,13 @@ def fold_static_shape_values(graph: Graph) -> int:
 
 
 @register_pass
-class FoldShapeValues(Pass):
+class FoldShapeValues(GraphwisePass):
     name = "fold_shape_values"
     description = "fold Shape/Gather/Slice/Concat chains to constants where the dims they read are static"
+    counter = "shape_values_folded"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        folded = sum(fold_static_shape_values(g) for g in [graph, *graph.subgraphs_recursive()])
-        return PassResult(graph, bool(folded), {"shape_values_folded": folded})
+    def transform(self, graph: Graph) -> int:
+        return fold_static_shape_values(graph)
 
 
 def reshape_target(x, shape, allowzero: int) -> np.ndarray | MatchFailure:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import Graph, Node, Shape, TensorType, Value
-from compiler.pass_infra import Pass, PassContext, PassResult, register_pass
+from compiler.pass_infra import GraphwisePass, register_pass
 
 
 def _mergeable_weight(node: Node, activation: Value) -> Value | None:
@@ -116,10 +116,10 @@ def merge_sibling_matmuls(graph: Graph) -> int:
 
 
 @register_pass
-class MergeSiblingMatMuls(Pass):
+class MergeSiblingMatMuls(GraphwisePass):
     name = "merge_sibling_matmuls"
     description = "MatMuls of one activation with constant weights -> one MatMul on the concatenated weights + Split"
+    counter = "matmuls_merged"
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        removed = sum(merge_sibling_matmuls(g) for g in [graph, *graph.subgraphs_recursive()])
-        return PassResult(graph, bool(removed), {"matmuls_merged": removed})
+    def transform(self, graph: Graph) -> int:
+        return merge_sibling_matmuls(graph)

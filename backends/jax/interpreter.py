@@ -13,7 +13,7 @@ import numpy as np
 
 from compiler.custom_ops import GRAPHKILN_DOMAIN
 from compiler.errors import UnsupportedError
-from compiler.ir import Attr, AttrType, Graph, Node, Tensor, TensorType, Value
+from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static

@@ -456,6 +456,10 @@ class Graph:
                 for graph in node.subgraphs():
                     yield from graph.all_nodes()
 
+    def self_and_subgraphs(self) -> list["Graph"]:
+        """This graph, then every subgraph below it (what whole-model analyses walk)."""
+        return [self, *self.subgraphs_recursive()]
+
     def subgraphs_recursive(self) -> Iterator["Graph"]:
         for node in self.nodes:
             if not node.attributes:

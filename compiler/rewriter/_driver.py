@@ -60,7 +60,7 @@ def apply_rules(
         if rule.name not in off:
             by_root[rule.root_key].append(rule)
     counts: Counter = Counter()
-    graphs = [graph, *graph.subgraphs_recursive()] if recurse else [graph]
+    graphs = graph.self_and_subgraphs() if recurse else [graph]
     for target in graphs:
         _rewrite_to_fixed_point(target, by_root, max_iterations, tracer, options or {}, counts)
     return counts
