@@ -4,6 +4,8 @@ types only fill in what is unknown, and graph inputs keep their declared types."
 
 from __future__ import annotations
 
+import math
+
 import onnx
 
 from .custom_ops import get_custom_op
@@ -140,13 +142,13 @@ def _light_model(graph: Graph) -> onnx.ModelProto:
     from .onnx_io._export import _Exporter, graph_to_model
 
     model = graph_to_model(graph, value_info=False, keep_data=_keep_for_inference)
-    exporter = _Exporter(graph, value_info=False)
-    top = model.graph
-    for node in graph.nodes:
-        if not _is_standard(node):
+    custom = [node for node in graph.nodes if not _is_standard(node)]
+    if custom:  # a second exporter only names values; build it only when there is something to write
+        exporter = _Exporter(graph, value_info=False)
+        for node in custom:
             for value in node.outputs:
                 if value.type is not None and value.name:
-                    exporter.value_info_of(value, top.value_info.add())
+                    exporter.value_info_of(value, model.graph.value_info.add())
     return model
 
 
@@ -176,9 +178,7 @@ def _light_proto(model: onnx.ModelProto) -> onnx.ModelProto:
     target.sparse_initializer.extend(source.sparse_initializer)
     declared = {info.name for info in source.input}
     for tensor in source.initializer:
-        size = 1
-        for dim in tensor.dims:
-            size *= dim
+        size = math.prod(tensor.dims)
         if tensor.data_location != onnx.TensorProto.EXTERNAL and _keep_data(DataType(tensor.data_type), size):
             target.initializer.add().CopyFrom(tensor)
         elif tensor.name not in declared:

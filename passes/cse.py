@@ -55,21 +55,12 @@ def node_key(node: Node) -> tuple | None:
     return (node.domain, node.op_type, node.overload, len(node.outputs), attributes, inputs)
 
 
-def _is_constant(value: Value | None) -> bool:
-    if value is None:
-        return False
-    if value.const_value is not None:
-        return True
-    producer = value.producer
-    return producer is not None and producer.op_type == "Constant" and producer.domain == ""
-
-
 def _cheap_key(node: Node) -> tuple | None:
     """A coarser key, free of constant reads and attribute freezing: nodes with equal node_key
     always have equal cheap keys, so only nodes that share one need the full key."""
     if node.op_type in NON_DETERMINISTIC or node.subgraphs():
         return None
-    inputs = tuple("constant" if _is_constant(v) else id(v) for v in node.inputs)
+    inputs = tuple("constant" if v is not None and v.is_constant else id(v) for v in node.inputs)
     return (node.domain, node.op_type, node.overload, len(node.outputs), tuple(node.attributes), inputs)
 
 

@@ -64,8 +64,7 @@ def _bias_add(node: Node, graph: Graph) -> tuple[Node, Value] | None:
 def _concatenated(graph: Graph, values: list[Value], hint: str) -> Value:
     """A new initializer: the constants of `values` joined along their last axis (the old ones go)."""
     joined = np.concatenate([v.const_value.numpy() for v in values], axis=-1)
-    merged = graph.make_constant(joined, name=graph.make_name(f"{values[0].name or hint}_merged"))
-    return merged
+    return graph.make_constant(joined, name=graph.make_name(f"{values[0].name or hint}_merged"))
 
 
 def _merge(graph: Graph, activation: Value, siblings: list[Node]) -> None:

@@ -195,13 +195,17 @@ class Value:
         dtype = self.dtype if self.dtype is not None else DataType.UNDEFINED
         self.type = TensorType(dtype, None if shape is None else Shape(shape))
 
+    @property
+    def is_constant(self) -> bool:
+        """Whether the value is a known constant (initializer or Constant node), without reading it."""
+        return self.const_value is not None or _is_constant_node(self._producer)
+
     def constant(self) -> np.ndarray | None:
         """The value as a numpy array when it is a known constant (initializer or Constant node)."""
         if self.const_value is not None:
             return self.const_value.numpy()
-        producer = self._producer
-        if producer is not None and producer.op_type == "Constant" and producer.domain == "":
-            return constant_node_value(producer)
+        if _is_constant_node(self._producer):
+            return constant_node_value(self._producer)
         return None
 
     def replace_all_uses_with(self, new: "Value") -> None:
@@ -211,6 +215,10 @@ class Value:
             _redirect_uses(self, new)
             return
         graph.replace_all_uses_with(self, new)
+
+
+def _is_constant_node(node: "Node | None") -> bool:
+    return node is not None and node.op_type == "Constant" and node.domain == ""
 
 
 def stable_topological_order(dependencies: Sequence[Iterable[int]]) -> list[int]:

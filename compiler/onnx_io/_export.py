@@ -25,12 +25,8 @@ class _Namer:
         self._reserve(graph)
 
     def _reserve(self, graph: Graph) -> None:
-        for value in _values_in_scope(graph):
-            if value.name and value.name not in self.taken:
-                self.taken.add(value.name)
-                self.names[id(value)] = value.name
-        for sub in graph.subgraphs_recursive():
-            for value in _values_in_scope(sub):
+        for scope in graph.self_and_subgraphs():
+            for value in _values_in_scope(scope):
                 if value.name and value.name not in self.taken:
                     self.taken.add(value.name)
                     self.names[id(value)] = value.name
@@ -178,11 +174,8 @@ class _Exporter:
 
 def _ensure_names(graph: Graph) -> None:
     """Name every unnamed value once, so repeated exports agree on names."""
-    for value in _values_in_scope(graph):
-        if value.name is None:
-            value.name = graph.make_name("v")
-    for sub in graph.subgraphs_recursive():
-        for value in _values_in_scope(sub):
+    for scope in graph.self_and_subgraphs():
+        for value in _values_in_scope(scope):
             if value.name is None:
                 value.name = graph.make_name("v")
 
