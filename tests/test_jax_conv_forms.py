@@ -68,3 +68,24 @@ def test_conv_kernel_stored_in_xla_layout_and_reloads(tmp_path):
     assert not weight_copies
     reloaded = load_artifact(compiled.save(str(tmp_path / "out")))
     np.testing.assert_allclose(reloaded(**feeds)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_depthwise_conv_accumulates_in_float32():
+    """A float16 model in the default (fp32) precision: the depthwise form sums its 25 taps in float32
+    and rounds once, so every output is the float64 result rounded to float16 within one ulp."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 8, 12, 12)).astype(np.float16)
+    w = rng.standard_normal((8, 1, 5, 5)).astype(np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["X", "W"], ["Y"], group=8, pads=[2, 2, 2, 2])], "conv16",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT16, list(x.shape))],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT16, None)], [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    got = compiled(X=x)[0]
+    assert got.dtype == np.float16
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (2, 2), (2, 2)))
+    exact = sum(padded[:, :, i:i + 12, j:j + 12] * w[:, 0, i, j].astype(np.float64)[None, :, None, None]
+                for i in range(5) for j in range(5))
+    ulp = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(got.astype(np.float64) - exact) <= ulp)

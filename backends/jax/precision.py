@@ -120,7 +120,8 @@ def conv(
     (lhs, rhs), result_dtype, kwargs = _prepare(ctx, (lhs, rhs))
     if result_dtype is not None and is_depthwise(lhs, rhs, padding, lhs_dilation, dimension_numbers,
                                                  feature_group_count, batch_group_count):
-        accumulate = kwargs.get("preferred_element_type", result_dtype)
+        # sums of half-precision products lose digits: accumulate in at least float32
+        accumulate = kwargs.get("preferred_element_type", jnp.promote_types(result_dtype, jnp.float32))
         return _finish(depthwise_conv(lhs, rhs, window_strides, padding, rhs_dilation, accumulate), result_dtype)
     if result_dtype is not None and is_pointwise(lhs, rhs, padding, lhs_dilation, dimension_numbers,
                                                  feature_group_count, batch_group_count):
