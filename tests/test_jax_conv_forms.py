@@ -1,6 +1,7 @@
 """Depthwise and 1x1 convolutions lowered in their cheaper forms (backends/jax/conv_forms.py): same
-results as onnxruntime, and no XLA convolution left in the program; Conv kernels stored in the
-layout XLA reads (backends/jax/weight_layout.py), also through a saved artifact."""
+results as onnxruntime, and no XLA convolution left in the program; Conv kernels and MatMul/Gemm
+weights stored in the layout XLA reads (backends/jax/weight_layout.py) and read in place, also
+through a saved artifact."""
 
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def test_general_conv_keeps_xla_convolution():
     assert "convolution" in compiled.runner.lower(compiled.bind_inputs((), feeds)).as_text()
 
 
+def _weight_copies(compiled, feeds, name: str) -> list[str]:
+    """Instructions of the optimized XLA program named transpose/copy that read weight `name`."""
+    program = compiled.runner.lower(compiled.bind_inputs((), feeds)).compile().as_text()
+    return [line for line in program.splitlines()
+            if ("transpose" in line.split("=")[0] or "copy" in line.split("=")[0]) and f"param_values__{name}__" in line]
+
+
 def test_conv_kernel_stored_in_xla_layout_and_reloads(tmp_path):
     model, feeds = _conv_model({"pads": [1, 1, 1, 1], "strides": [2, 1]}, (3, 4, 9, 8), (6, 4, 3, 3))
     compiled = compiler.compile(model, backend="cpu", opt_level=0)
@@ -62,10 +70,7 @@ def test_conv_kernel_stored_in_xla_layout_and_reloads(tmp_path):
     assert compiled.params["B"].shape == (6,)
     expected = onnxruntime_outputs(model, feeds)[0]
     np.testing.assert_allclose(compiled(**feeds)[0], expected, rtol=1e-5, atol=1e-5)
-    program = compiled.runner.lower(compiled.bind_inputs((), feeds)).compile().as_text()
-    weight_copies = [line for line in program.splitlines()  # an instruction named transpose/copy reading W
-                     if ("transpose" in line.split("=")[0] or "copy" in line.split("=")[0]) and "param_values__W__" in line]
-    assert not weight_copies
+    assert not _weight_copies(compiled, feeds, "W")
     reloaded = load_artifact(compiled.save(str(tmp_path / "out")))
     np.testing.assert_allclose(reloaded(**feeds)[0], expected, rtol=1e-5, atol=1e-5)
 
@@ -89,3 +94,28 @@ def test_half_precision_depthwise_conv_accumulates_in_float32():
                 for i in range(5) for j in range(5))
     ulp = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64)
     assert np.all(np.abs(got.astype(np.float64) - exact) <= ulp)
+
+
+@pytest.mark.parametrize("op, attrs, weight_shape", [
+    ("Gemm", {"transB": 1}, (300, 512)),  # a torchvision classifier: the weight is [N, K] in the file
+    ("Gemm", {}, (512, 300)),  # stored [N, K] by the backend
+    ("MatMul", {}, (512, 300)),
+])
+def test_batch_one_product_with_bias_reads_its_weight_in_place(op, attrs, weight_shape):
+    """XLA:CPU emits a batch-1 product fused with its bias itself (not YNNPACK) and copied a
+    transposed weight into [K, N] on every call; the lowering contracts the weight's own axes."""
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_normal(weight_shape) / 20).astype(np.float32)
+    bias = rng.standard_normal(300).astype(np.float32)
+    nodes = ([helper.make_node("Gemm", ["X", "W", "B"], ["Y"], **attrs)] if op == "Gemm" else
+             [helper.make_node("MatMul", ["X", "W"], ["P"]), helper.make_node("Add", ["P", "B"], ["Y"])])
+    graph = helper.make_graph(
+        nodes, "linear", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    feeds = {"X": rng.standard_normal((1, 512)).astype(np.float32)}
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    assert compiled.params["W"].shape == (300, 512)  # [N, K] either way
+    np.testing.assert_allclose(compiled(**feeds)[0], onnxruntime_outputs(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    assert not _weight_copies(compiled, feeds, "W")

@@ -3,11 +3,14 @@ weights are function arguments, so XLA cannot fold a transpose of them. Convolut
 stored (spatial..., in, out), the layout XLA's CPU convolution reads (ResNet-50 otherwise copies
 ~40 MB of kernels per call). On the CPU, MatMul/Gemm weights are stored [N, K]: XLA:CPU's fp32
 dot (YNNPACK) runs 3-25% faster and steadier with the weight's rows along the reduction
-(bench/results/gemm_cpu.md). The function transposes each stored array back to ONNX's layout;
-XLA cancels the pair or folds it into the product's dimension numbers."""
+(bench/results/gemm_cpu.md). The function transposes each stored convolution kernel back to
+ONNX's layout, which XLA cancels; a stored MatMul/Gemm weight reaches its product as a
+`RowsAlongK` that the product contracts along its second axis: a transpose op in front of the
+dot is not always folded (a batch-1 Gemm + bias then copies the whole weight on every call)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -56,6 +59,28 @@ def stored_params(params: Mapping[str, np.ndarray], layouts: Mapping[str, tuple[
             for name, array in params.items()}
 
 
+@dataclass(frozen=True)
+class RowsAlongK:
+    """A MatMul/Gemm weight of ONNX shape [K, N] stored as `rows` [N, K]; only products read it."""
+
+    rows: Any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(reversed(self.rows.shape))
+
+    @property
+    def dtype(self) -> Any:
+        return self.rows.dtype
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+
 def onnx_order(array: Any, permutation: tuple[int, ...]) -> Any:
-    """A stored weight transposed back to its ONNX layout (inside the traced function)."""
+    """A stored weight as its readers see it inside the traced function: a MatMul/Gemm weight as
+    RowsAlongK, anything else transposed back to its ONNX layout."""
+    if tuple(permutation) == (1, 0):
+        return RowsAlongK(array)
     return jnp.transpose(array, tuple(int(i) for i in np.argsort(permutation)))
