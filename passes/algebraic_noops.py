@@ -28,7 +28,8 @@ def _forward(ctx, x) -> bool:
 
 
 def _constant_does_not_broadcast(ctx, x, **_):
-    constant = ctx.root.inputs[1].constant()
+    # the pattern matches commutative ops either way round: the constant is the operand that is not x
+    constant = next(v for v in ctx.root.inputs if v is not x).constant()
     if not _keeps_shape(x, tuple(np.shape(constant))):
         return fail("the constant broadcasts x to a larger shape", ctx.root)
     if x.dtype is None or ctx.root.outputs[0].dtype != x.dtype:

@@ -82,6 +82,26 @@ def test_algebraic_noops_are_removed_unless_they_broadcast() -> None:
         assert counters[rule] == 1, rule
 
 
+def test_noop_with_the_constant_first_is_kept_when_the_constant_broadcasts() -> None:
+    """And(all-true [1,4,1], mask [1,1,4]) is [1,4,4] (a dynamo attention mask): removing it would
+    shrink the output. The commutative match puts the constant first; its shape is what counts."""
+    nodes = [
+        helper.make_node("And", ["true_column", "mask"], ["square"]),
+        helper.make_node("Not", ["square"], ["square_out"]),
+        helper.make_node("Add", ["zeros_3d", "x"], ["wide"]),  # [2, batch, 4]: kept
+        helper.make_node("Relu", ["wide"], ["wide_out"]),
+        helper.make_node("Add", ["zeros_row", "x"], ["same"]),  # [1, 4] + [batch, 4]: removed
+        helper.make_node("Relu", ["same"], ["y"]),
+    ]
+    inits = [("true_column", np.ones((1, 4, 1), bool)), ("zeros_3d", np.zeros((2, 1, 4), np.float32)),
+             ("zeros_row", np.zeros((1, 4), np.float32))]
+    inputs = [_tensor("mask", [1, 1, 4], TensorProto.BOOL), _tensor("x", ["batch", 4])]
+    outputs = [_tensor("square_out", [1, 4, 4], TensorProto.BOOL), _tensor("wide_out", [2, "batch", 4]), _tensor("y", ["batch", 4])]
+    graph, report, _ = _optimize(_model(nodes, inputs, outputs, inits), "remove_algebraic_noops,dce")
+    assert _ops(graph) == ["And", "Not", "Add", "Relu", "Relu"] and graph.nodes[4].inputs[0].name == "x"
+    assert _counters(report).get("remove_and_true", 0) == 0 and _counters(report)["remove_add_zero"] == 1
+
+
 def test_masked_fill_branches_become_scalars_and_not_is_absorbed() -> None:
     """Where(Not(mask), -inf, ConstantOfShape(Shape(mask))) as exporters write masked_fill."""
     fill = numpy_helper.from_array(np.array([0.0], np.float32))
