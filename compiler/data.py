@@ -1,12 +1,13 @@
-"""Input data for `kiln run --inputs` and calibration: an .npz, a .npy, a folder of them, or a
-Python callable ("path/to/file.py:function" or "package.module:function") yielding batches."""
+"""Input data for `kiln run --inputs` and calibration: an .npz, a .npy, a folder of them, a
+Python callable ("path/to/file.py:function" or "package.module:function") yielding batches, or
+(from the API) a mapping, an array or an iterable of batches."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import os
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -28,16 +29,23 @@ def load_inputs(source: str, input_names: Sequence[str]) -> Batch:
 def iterate_batches(source: Any, input_names: Sequence[str]) -> Iterator[Batch]:
     """Stream batches from `source` one at a time (files are memory-mapped where possible)."""
     if callable(source):
-        yield from _from_callable(source, input_names)
+        yield from _from_items(source(), input_names, "the data callable")
         return
     if isinstance(source, Mapping):
         yield _name_arrays(dict(source), input_names, "the given mapping")
         return
+    if isinstance(source, np.ndarray):
+        yield _name_arrays({"": source}, input_names, "the given array")
+        return
     if not isinstance(source, (str, os.PathLike)):
-        raise OptionError(f"input data must be a path, a mapping or a callable, not {type(source).__name__}")
+        if isinstance(source, Iterable):  # a list or generator of batches
+            yield from _from_items(source, input_names, "the given batches")
+            return
+        raise OptionError(f"input data must be a path, a mapping, an iterable of batches or a callable, "
+                          f"not {type(source).__name__}")
     source = os.fspath(source)
     if ":" in source and not os.path.exists(source):
-        yield from _from_callable(_resolve_callable(source), input_names)
+        yield from _from_items(_resolve_callable(source)(), input_names, "the data callable")
         return
     if not os.path.exists(source):
         raise OptionError(f"input data not found: {source}")
@@ -98,15 +106,19 @@ def _resolve_callable(spec: str) -> Callable[[], Any]:
     return function
 
 
-def _from_callable(function: Callable[[], Any], input_names: Sequence[str]) -> Iterator[Batch]:
-    produced = function()
-    items = produced if not isinstance(produced, (dict, np.ndarray)) else [produced]
+def _from_items(produced: Any, input_names: Sequence[str], where: str) -> Iterator[Batch]:
+    """Batches from one batch or an iterable of them; a batch is a mapping by input name, an
+    array (the only input) or a list/tuple of arrays in input order."""
+    items = produced if not isinstance(produced, (Mapping, np.ndarray)) else [produced]
     for item in items:
         if isinstance(item, np.ndarray):
             item = {"": item}
         elif isinstance(item, (list, tuple)):
             item = dict(zip(input_names, item))
-        yield _name_arrays(dict(item), input_names, "the data callable")
+        elif not isinstance(item, Mapping):
+            raise OptionError(f"{where}: a batch must be a mapping, an array or a list of arrays, "
+                              f"not {type(item).__name__}")
+        yield _name_arrays(dict(item), input_names, where)
 
 
 def stream_batches(
@@ -135,7 +147,9 @@ def stream_batches(
                 progress(f"calibration batch {count} ({seen} samples)")
             yield {k: np.ascontiguousarray(v) for k, v in piece.items()}
     if count == 0:
-        raise OptionError(f"calibration data {source} yielded no batches")
+        where = source if isinstance(source, (str, os.PathLike)) else f"(a {type(source).__name__})"
+        raise OptionError(f"calibration data {where} yielded no batches",
+                          "a generator serves one use: pass a list, or a callable that makes a fresh one")
 
 
 def _batch_length(batch: Batch) -> int:

@@ -182,6 +182,19 @@ def test_stream_batches_sources(tmp_path):
     assert len(list(stream_batches(generate, ["input"]))) == 2
     with pytest.raises(OptionError, match="no calibration data"):
         list(stream_batches(None, ["input"]))
+    # from the API: a list of batches (by name, in input order, or a bare array), or one array
+    pair = ["a", "b"]
+    listed = [{"a": np.zeros((2, 3)), "b": np.ones((2, 1))}, (np.ones((1, 3)), np.zeros((1, 1)))]
+    assert [(b["a"].shape, float(b["b"][0, 0])) for b in stream_batches(listed, pair)] == [((2, 3), 1.0), ((1, 3), 0.0)]
+    assert [b["input"].shape for b in stream_batches([np.zeros((3, 3)), np.ones((1, 3))], ["input"], batch_size=2)] == \
+        [(2, 3), (1, 3), (1, 3)]
+    assert [b["input"].shape for b in stream_batches(np.zeros((5, 3)), ["input"], batch_size=4)] == [(4, 3), (1, 3)]
+    with pytest.raises(OptionError, match="a batch must be a mapping, an array or a list of arrays, not str"):
+        list(stream_batches(["data.npz"], ["input"]))
+    with pytest.raises(OptionError, match=r"calibration data \(a generator\) yielded no batches"):
+        list(stream_batches((batch for batch in ()), ["input"]))
+    with pytest.raises(OptionError, match="not int"):
+        list(stream_batches(3, ["input"]))
 
 
 def test_callable_calibration_and_uint8_activations(samples_dir, tmp_path):
