@@ -133,3 +133,46 @@ def test_corrupt_artifact_is_one_clear_error(tmp_path):
         handle.write(b"not a flatbuffer")
     with pytest.raises(ModelLoadError, match="cannot deserialize the JAX artifact"):
         load_artifact(out)
+
+
+def _table_model():
+    """y = x + table[:seq] * seq: a constant table sliced by the input's symbolic length (BERT's
+    position embeddings), and a shape-derived number meeting a traced tensor."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], axis=0),
+        helper.make_node("Unsqueeze", ["seq", "zero"], ["end"]),
+        helper.make_node("Slice", ["table", "start", "end", "zero"], ["rows"]),
+        helper.make_node("Cast", ["steps"], ["steps_int"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["steps_int", "end"], ["scaled_int"]),  # traced int64 x [seq]
+        helper.make_node("Cast", ["scaled_int"], ["scaled"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["rows", "scaled"], ["weighted"]),
+        helper.make_node("Add", ["x", "weighted"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([0], np.int64), "start")]
+    graph = helper.make_graph(
+        nodes, "table", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4]),
+                         helper.make_tensor_value_info("steps", TensorProto.FLOAT, ["batch", 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_slice_of_a_constant_table_by_a_symbolic_length_exports_with_its_bound(tmp_path):
+    """jax.export cannot tell that table[:seq] has seq rows unless seq <= 8 is declared: the export
+    finds that bound in the graph, the manifest lists it, and a longer input is one clear error."""
+    model = _table_model()
+    out = compiler.compile(model, backend="cpu", opt_level=0).save(str(tmp_path / "out"))
+    assert _report(out)["artifacts"]["jax"]["symbolic_bounds"] == ["seq <= 8"]
+    reloaded = load_artifact(out)
+    rng = np.random.default_rng(0)
+    for batch, seq in ((2, 5), (1, 8)):
+        feeds = {"x": rng.standard_normal((batch, seq, 4)).astype(np.float32),
+                 "steps": rng.integers(1, 4, (batch, 1, 1)).astype(np.float32)}
+        np.testing.assert_allclose(reloaded(**feeds)[0], onnxruntime_outputs(model, feeds)[0], rtol=1e-6)
+    too_long = {"x": np.zeros((1, 9, 4), np.float32), "steps": np.ones((1, 1, 1), np.float32)}
+    with pytest.raises(OptionError, match=r"input dim seq=9 is over 8, the most this model takes"):
+        reloaded(**too_long)

@@ -17,7 +17,8 @@ from compiler.pass_infra import PassContext
 
 from .artifacts import read_exported, read_params, write_artifacts
 from .cache import enable_persistent_cache
-from .export import EXPORT_PLATFORMS, RUNTIME_PLATFORMS, export_function, local_platform, parse_static_shapes, platform_present
+from .export import (EXPORT_PLATFORMS, RUNTIME_PLATFORMS, check_bounds, export_function, local_platform, parse_static_shapes,
+                     platform_present)
 from .interpreter import LoweringOptions, build_function
 from .precision import with_matmul_precision
 from .runtime import JitRunner
@@ -47,6 +48,7 @@ class JaxCompiledModel(CompiledModel):
         self.present = platform_present(platform)
         self._exported: jax.export.Exported | None = None
         self._symbols: dict[str, str] = {}
+        self._bounds: list[str] = []  # bounds on symbolic dims the graph implies (export.py)
         self._artifact_entries: dict[str, Any] = {}
         self.runner: JitRunner | None = None
         if self.present:
@@ -67,7 +69,7 @@ class JaxCompiledModel(CompiledModel):
     def export(self) -> jax.export.Exported:
         """The jax.export of the model for its platform (symbolic input dims kept), made once."""
         if self._exported is None:
-            self._exported, self._symbols = export_function(self.function, self.params, self.graph, self.platform,
+            self._exported, self._symbols, self._bounds = export_function(self.function, self.params, self.graph, self.platform,
                                                             self.static_shapes)
         return self._exported
 
@@ -84,6 +86,7 @@ class JaxCompiledModel(CompiledModel):
             "devices": self.runner.placement.device_count if self.runner else int(self.ctx.option("devices") or 1),
             "model_parallel": int(self.ctx.option("model_parallel") or 1),
             "symbolic_dims": dict(self._symbols),
+            "symbolic_bounds": list(self._bounds),
             "param_count": int(sum(np.size(a) for a in self.params.values())),
             "param_bytes": int(sum(np.asarray(a).nbytes for a in self.params.values())),
             # weights stored transposed for XLA's kernels: name -> permutation from the ONNX order
@@ -141,9 +144,12 @@ class JaxArtifactModel(CompiledModel):
             model_parallel = 1
         placement = make_placement(runtime, devices, model_parallel)
         self.runner = JitRunner(exported.call, read_params(folder, entries), placement, graph)
+        self.bounds = list(entries.get("symbolic_bounds", ()))
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
-        return self.runner(self.bind_inputs(args, kwargs))
+        arrays = self.bind_inputs(args, kwargs)
+        check_bounds(self.exported, arrays, self.bounds)
+        return self.runner(arrays)
 
 
 def _compile_for(platform: str):

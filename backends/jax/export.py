@@ -12,6 +12,8 @@ import numpy as np
 from compiler.errors import OptionError, UnsupportedError
 from compiler.ir import Graph, TensorType
 
+from . import symbolic_bounds
+
 # our backend names -> jax.export platform names
 EXPORT_PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 # jax.export platform names -> the names jax.devices() / jax.default_backend() use
@@ -69,10 +71,11 @@ def parse_static_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...
     return shapes
 
 
-def input_specs(graph: Graph, static_shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[list[jax.ShapeDtypeStruct], dict[str, str]]:
-    """ShapeDtypeStructs for the graph inputs with symbolic dims kept (one shared scope), and the
-    map ONNX dim name -> jax symbol."""
-    scope = jax.export.SymbolicScope()
+def input_specs(graph: Graph, static_shapes: Mapping[str, Sequence[int]] | None = None,
+                constraints: Sequence[str] = ()) -> tuple[list[jax.ShapeDtypeStruct], dict[str, str]]:
+    """ShapeDtypeStructs for the graph inputs with symbolic dims kept (one shared scope, with
+    `constraints` such as "seq <= 512"), and the map ONNX dim name -> jax symbol."""
+    scope = jax.export.SymbolicScope(tuple(constraints))
     taken: dict[str, str] = {}
     counter = [0]
     specs = []
@@ -107,22 +110,46 @@ def export_function(
     graph: Graph,
     platform: str,
     static_shapes: Mapping[str, Sequence[int]] | None = None,
-) -> tuple[jax.export.Exported, dict[str, str]]:
+) -> tuple[jax.export.Exported, dict[str, str], list[str]]:
     """Export `function(params, *inputs)` for one backend platform (cpu, gpu, tpu); returns the
-    Exported and the ONNX dim name -> symbol map."""
+    Exported, the ONNX dim name -> symbol map and the bounds on symbols the graph implies."""
     target = EXPORT_PLATFORMS.get(platform, platform)
-    specs, symbols = input_specs(graph, static_shapes)
-    try:
-        exported = jax.export.export(jax.jit(function), platforms=[target])(param_specs(params), *specs)
-    except UnsupportedError:
-        raise
-    except Exception as error:  # jax reports shape-polymorphism limits as assorted exception types
-        reason = " ".join(str(error).split())[:300]
-        hint = "fix the symbolic dims with --shapes NAME=DIMS" if symbols else None
-        raise UnsupportedError(f"jax.export for {target} failed: {type(error).__name__}: {reason}", hint) from None
-    return exported, symbols
+    constraints: list[str] = []
+    while True:
+        specs, symbols = input_specs(graph, static_shapes, constraints)
+        with symbolic_bounds.collecting() as implied:
+            try:
+                exported = jax.export.export(jax.jit(function), platforms=[target])(param_specs(params), *specs)
+                return exported, symbols, constraints
+            except UnsupportedError:
+                raise
+            except Exception as error:  # jax reports shape-polymorphism limits as assorted exception types
+                failure = error
+        new = [bound for bound in implied if bound not in constraints]
+        if not new:  # retry only with bounds the graph itself implies (a slice of a constant table)
+            break
+        constraints += new
+    reason = " ".join(str(failure).split())[:300]
+    hint = "fix the symbolic dims with --shapes NAME=DIMS" if symbols else None
+    raise UnsupportedError(f"jax.export for {target} failed: {type(failure).__name__}: {reason}", hint) from None
 
 
 def stablehlo_text(exported: jax.export.Exported) -> str:
     """The exported module as StableHLO text (what `stablehlo.mlir` holds)."""
     return exported.mlir_module()
+
+
+def check_bounds(exported: jax.export.Exported, arrays: Sequence[Any], constraints: Sequence[str]) -> None:
+    """One clear error when the inputs' sizes break a bound the graph implies (``seq <= 512``);
+    jax.export itself reports it as a failure to refine shapes."""
+    sizes: dict[str, int] = {}
+    avals = exported.in_avals[len(exported.in_avals) - len(arrays):]
+    for aval, array in zip(avals, arrays):
+        for dim, size in zip(aval.shape, np.shape(array)):
+            if not isinstance(dim, int):
+                sizes.setdefault(str(dim), int(size))
+    for constraint in constraints:
+        symbol, _, limit = (part.strip() for part in constraint.partition("<="))
+        if symbol in sizes and sizes[symbol] > int(limit):
+            raise OptionError(f"input dim {symbol}={sizes[symbol]} is over {limit}, the most this model takes",
+                              f"the graph slices a constant table of {limit} rows by {symbol}")

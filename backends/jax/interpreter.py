@@ -130,14 +130,23 @@ class Interpreter:
                 return static
         rule = find_lowering(node.domain, node.op_type, opset)
         with jax.named_scope(_scope_name(node)):
-            result = rule(ctx, *args, **kwargs)
+            try:
+                result = rule(ctx, *args, **kwargs)
+            except TypeError:
+                # under jax.export a trace-time value may hold symbolic dims (an object array), which
+                # jax.numpy cannot take; where it meets traced values, lift it into the trace
+                if not any(_holds_symbolic_dims(a) for a in args):
+                    raise
+                result = rule(ctx, *[_lift_symbolic(a) for a in args], **kwargs)
         return _as_list(result, len(node.outputs))
 
     def _evaluate_static(self, ctx, node: Node, args, kwargs) -> list[Any] | None:
         kernel = find_static_kernel(node.domain, node.op_type)
         if kernel is not None:
             try:
-                return [np.asarray(r) if r is not None else None for r in _as_list(kernel(ctx, *args, **kwargs), len(node.outputs))]
+                results = _as_list(kernel(ctx, *args, **kwargs), len(node.outputs))
+                # a kernel may have to trace (a bound that is a symbolic dim): keep its jax values
+                return [r if r is None or isinstance(r, jax.Array) else np.asarray(r) for r in results]
             except NotImplementedError:
                 pass
         if any(isinstance(a, np.ndarray) and a.dtype == object for a in args if a is not None):
@@ -171,6 +180,19 @@ class Interpreter:
             return self.run(graph, env)
 
         return body
+
+
+def _holds_symbolic_dims(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype == object and value.size > 0 and not any(
+        isinstance(item, (str, bytes)) for item in value.reshape(-1).tolist())
+
+
+def _lift_symbolic(value: Any) -> Any:
+    """An object array of ints and symbolic dims as a traced int64 array of the same shape."""
+    if not _holds_symbolic_dims(value):
+        return value
+    items = [jnp.asarray(item, dtype=jnp.int64) for item in value.reshape(-1).tolist()]
+    return jnp.stack(items).reshape(value.shape)
 
 
 def _all_static(args: Sequence[Any]) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .. import symbolic_bounds
 from ..registry import lowering
 from ._helpers import all_static, array_module, lowering_and_static, normalize_axes, normalize_axis, optional_ints, static_ints
 
@@ -144,8 +145,17 @@ def slice_(ctx, x, starts_input=None, ends_input=None, axes_input=None, steps_in
     index = [slice(None)] * rank
     for axis, start, end, step in zip(axes, starts, ends, steps):
         index[axis] = slice(start, end, step)
-    if all_static(x):
+    # a bound may be a symbolic dim under jax.export (x[:, :seq] of a constant buffer): numpy cannot
+    # slice with it, jax can (the result then has a symbolic shape)
+    symbolic = any(not isinstance(bound, (int, np.integer)) for axis in axes for bound in
+                   (index[axis].start, index[axis].stop, index[axis].step) if bound is not None)
+    if all_static(x) and not (symbolic and np.asarray(x).dtype != object):
         return np.asarray(x)[tuple(index)]
+    for axis in axes:
+        stop, step, size = index[axis].stop, index[axis].step, np.shape(x)[axis]
+        forward = step is None or (isinstance(step, (int, np.integer)) and step > 0)
+        if forward and stop is not None and not isinstance(stop, (int, np.integer)) and isinstance(size, (int, np.integer)):
+            symbolic_bounds.at_most(stop, size)  # the slice has `stop` rows only if stop <= size
     return jnp.asarray(x)[tuple(index)]
 
 
