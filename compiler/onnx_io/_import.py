@@ -15,6 +15,9 @@ from ..ir import Attr, AttrType, Graph, GraphError, ModelInfo, Node, Opaque, Val
 from ._types import tensor_from_proto, type_from_proto
 
 KNOWN_EXTRA_DOMAINS = {"ai.graphkiln", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.contrib"}
+# ops onnxruntime registers in the ONNX domain though no ONNX opset has them (its optimizer writes
+# SimplifiedLayerNormalization, an RMSNorm, into saved LLaMA-style models)
+ONNXRUNTIME_ONNX_DOMAIN_OPS = {"SimplifiedLayerNormalization"}
 
 
 def read_model_proto(path: str) -> onnx.ModelProto:
@@ -116,7 +119,7 @@ def check_ops_known(model: onnx.ModelProto) -> None:
                 f"from unknown domain {node.domain!r}",
                 "only ONNX domains, com.microsoft and ai.graphkiln are supported",
             )
-        if node.domain in ("", "ai.onnx") and node.op_type not in checked:
+        if node.domain in ("", "ai.onnx") and node.op_type not in checked and node.op_type not in ONNXRUNTIME_ONNX_DOMAIN_OPS:
             checked.add(node.op_type)
             version = _opset_of(model, "")
             try:

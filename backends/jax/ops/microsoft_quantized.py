@@ -1,0 +1,101 @@
+"""onnxruntime's com.microsoft quantized ops, as its static quantizer writes them in the QOperator
+format (quantize_static(quant_format=QOperator)): QLinearAdd/Mul, QLinearSigmoid, QLinearLeakyRelu,
+QLinearSoftmax, QLinearGlobalAveragePool, QLinearConcat and QGemm. Each dequantizes, computes in
+float32 and requantizes (round half to even, saturate) to its output's scale and zero point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..registry import LoweringContext, lowering
+from .activations import softmax, softmax_legacy
+from .quantization import dequantize, quantize
+
+MICROSOFT = "com.microsoft"
+
+
+def _requantize(values: Any, scale: Any, zero_point: Any, like: Any) -> Any:
+    """`values` quantized to (scale, zero_point), in zero_point's type (else the input's)."""
+    target = np.dtype(jnp.asarray(zero_point).dtype if zero_point is not None else jnp.asarray(like).dtype)
+    return quantize(values, scale, zero_point, target)
+
+
+def _binary(op_type: str, function: Any) -> None:
+    def rule(ctx: LoweringContext, a: Any, a_scale: Any, a_zero_point: Any, b: Any, b_scale: Any,
+             b_zero_point: Any = None, c_scale: Any = None, c_zero_point: Any = None) -> Any:
+        result = function(dequantize(a, a_scale, a_zero_point), dequantize(b, b_scale, b_zero_point))
+        return _requantize(result, c_scale, c_zero_point, a)
+
+    rule.__doc__ = f"{op_type}: quantize({function.__name__}(dequantize(A), dequantize(B)))."
+    lowering(op_type, domain=MICROSOFT)(rule)
+
+
+_binary("QLinearAdd", jnp.add)
+_binary("QLinearMul", jnp.multiply)
+
+
+def _unary(op_type: str, function: Any) -> None:
+    def rule(ctx: LoweringContext, x: Any, x_scale: Any, x_zero_point: Any, y_scale: Any, y_zero_point: Any = None,
+             **attrs: Any) -> Any:
+        return _requantize(function(dequantize(x, x_scale, x_zero_point), **attrs), y_scale, y_zero_point, x)
+
+    lowering(op_type, domain=MICROSOFT)(rule)
+
+
+_unary("QLinearSigmoid", jax.nn.sigmoid)
+_unary("QLinearLeakyRelu", lambda x, alpha=0.01: jnp.where(x >= 0, x, alpha * x))
+
+
+@lowering("QLinearSoftmax", domain=MICROSOFT)
+def qlinear_softmax(ctx: LoweringContext, x: Any, x_scale: Any, x_zero_point: Any, y_scale: Any, y_zero_point: Any = None,
+                    axis: int = -1, opset: int = 13) -> Any:
+    """Softmax of the dequantized input with the semantics of Softmax at `opset` (13+: one axis)."""
+    values = dequantize(x, x_scale, x_zero_point)
+    result = softmax(ctx, values, axis) if opset >= 13 else softmax_legacy(ctx, values, axis)
+    return _requantize(result, y_scale, y_zero_point, x)
+
+
+@lowering("QLinearGlobalAveragePool", domain=MICROSOFT)
+def qlinear_global_average_pool(ctx: LoweringContext, x: Any, x_scale: Any, x_zero_point: Any, y_scale: Any,
+                                y_zero_point: Any = None, channels_last: int = 0) -> Any:
+    """Mean over the spatial axes (N C *S, or N *S C with channels_last), kept as size-1 axes."""
+    values = dequantize(x, x_scale, x_zero_point)
+    axes = tuple(range(1, values.ndim - 1)) if channels_last else tuple(range(2, values.ndim))
+    return _requantize(jnp.mean(values, axis=axes, keepdims=True), y_scale, y_zero_point, x)
+
+
+@lowering("QLinearConcat", domain=MICROSOFT)
+def qlinear_concat(ctx: LoweringContext, y_scale: Any, y_zero_point: Any, *triples: Any, axis: int) -> Any:
+    """Concat of (X, scale, zero point) triples, requantized to (Y_scale, Y_zero_point)."""
+    if len(triples) % 3:
+        raise ctx.fail(f"expected (tensor, scale, zero point) triples after Y_scale/Y_zero_point, got {len(triples)} inputs")
+    parts = [dequantize(triples[i], triples[i + 1], triples[i + 2]) for i in range(0, len(triples), 3)]
+    return _requantize(jnp.concatenate(parts, axis=axis), y_scale, y_zero_point, triples[0])
+
+
+@lowering("QGemm", domain=MICROSOFT)
+def qgemm(ctx: LoweringContext, a: Any, a_scale: Any, a_zero_point: Any, b: Any, b_scale: Any, b_zero_point: Any,
+          c: Any = None, y_scale: Any = None, y_zero_point: Any = None, alpha: float = 1.0, transA: int = 0,  # noqa: N803
+          transB: int = 0) -> Any:  # noqa: N803
+    """alpha * A' B' on the integers (int32 accumulation) times a_scale * b_scale, plus the int32
+    bias C at scale alpha * a_scale * b_scale; quantized to (y_scale, y_zero_point) when given,
+    else float32. b_scale/b_zero_point may be per output column."""
+    a = jnp.asarray(a).astype(jnp.int32)
+    b = jnp.asarray(b).astype(jnp.int32)
+    a = a.T if transA else a
+    b = b.T if transB else b
+    a = a - jnp.asarray(a_zero_point).astype(jnp.int32)
+    b = b - jnp.asarray(b_zero_point).astype(jnp.int32).reshape(1, -1) if jnp.ndim(b_zero_point) else \
+        b - jnp.asarray(b_zero_point).astype(jnp.int32)
+    accumulated = jax.lax.dot(a, b, preferred_element_type=jnp.int32)
+    if c is not None:
+        accumulated = accumulated + jnp.asarray(c).astype(jnp.int32)
+    scale = jnp.asarray(a_scale, jnp.float32) * jnp.asarray(b_scale, jnp.float32).reshape(-1) * jnp.float32(alpha)
+    result = accumulated.astype(jnp.float32) * scale
+    if y_scale is None:
+        return result
+    return _requantize(result, y_scale, y_zero_point, jnp.zeros((), jnp.asarray(y_zero_point).dtype if y_zero_point is not None else jnp.int8))

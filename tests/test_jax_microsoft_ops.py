@@ -1,0 +1,155 @@
+"""onnxruntime's com.microsoft ops in the JAX backend: the fusions its optimizer saves into models
+(FusedMatMul, FusedConv, FusedGemm, BiasGelu, FastGelu, Gelu, QuickGelu, the skip/simplified layer
+norms) and the QOperator-format quantized ops of its static quantizer, each compared with
+onnxruntime running the same node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from compiler.errors import KilnError
+from jax_backend_support import onnxruntime_outputs
+
+MS = "com.microsoft"
+F, U8, I8, I32 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+RNG = np.random.default_rng(11)
+
+
+def _model(node, feeds: dict, outputs: list[tuple[str, int]], initializers: dict | None = None):
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+              for name, a in feeds.items()]
+    graph = helper.make_graph([node] if not isinstance(node, list) else node, "ms", inputs,
+                              [helper.make_tensor_value_info(name, dtype, None) for name, dtype in outputs],
+                              [numpy_helper.from_array(np.asarray(a), n) for n, a in (initializers or {}).items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)], ir_version=9)
+
+
+def _check(model, feeds: dict, rtol: float = 1e-5, atol: float = 1e-5, quantum: int = 0) -> None:
+    """kiln -O0 and -O2 against onnxruntime; integer outputs within `quantum` steps (0: exact)."""
+    expected = onnxruntime_outputs(model, feeds)
+    for level in (0, 2):
+        got = compiler.compile(model, backend="cpu", opt_level=level)(**feeds)
+        for want, have in zip(expected, got):
+            assert have.dtype == want.dtype and have.shape == want.shape
+            if np.issubdtype(want.dtype, np.integer):
+                assert np.max(np.abs(have.astype(np.int64) - want.astype(np.int64))) <= quantum
+            else:
+                np.testing.assert_allclose(have, want, rtol=rtol, atol=atol)
+
+
+def _floats(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("attrs, a_shape, b_shape", [
+    ({"alpha": 0.5}, (2, 3, 4), (4, 5)),
+    ({"transA": 1, "transB": 1}, (2, 4, 3), (2, 5, 4)),
+    ({"transB": 1, "alpha": 2.0}, (6, 4), (5, 4)),
+])
+def test_fused_matmul(attrs, a_shape, b_shape):
+    feeds = {"a": _floats(*a_shape), "b": _floats(*b_shape)}
+    _check(_model(helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain=MS, **attrs), feeds, [("y", F)]), feeds)
+
+
+def test_fused_matmul_batch_transpose_is_one_clear_error():
+    feeds = {"a": _floats(2, 3, 4), "b": _floats(4, 5)}
+    model = _model(helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain=MS, transBatchA=1), feeds, [("y", F)])
+    with pytest.raises(KilnError, match="transBatchA/transBatchB are not lowered"):
+        compiler.compile(model, backend="cpu", opt_level=0)(**feeds)
+
+
+@pytest.mark.parametrize("op, inputs, attrs", [
+    ("Gelu", ["x"], {}), ("BiasGelu", ["x", "bias"], {}), ("FastGelu", ["x"], {}), ("FastGelu", ["x", "bias"], {}),
+    ("QuickGelu", ["x"], {"alpha": 1.0}), ("QuickGelu", ["x"], {}),
+])
+def test_gelu_family(op, inputs, attrs):
+    feeds = {"x": _floats(2, 5, 8) * 3}
+    model = _model(helper.make_node(op, inputs, ["y"], domain=MS, **attrs), feeds, [("y", F)], {"bias": _floats(8)})
+    _check(model, feeds)
+
+
+def test_skip_layer_normalization_all_outputs():
+    feeds = {"x": _floats(2, 4, 8), "skip": _floats(2, 4, 8)}
+    node = helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta", "bias"],
+                            ["y", "mean", "inv_std", "sum"], domain=MS, epsilon=1e-5)
+    model = _model(node, feeds, [("y", F), ("mean", F), ("inv_std", F), ("sum", F)],
+                   {"gamma": _floats(8), "beta": _floats(8), "bias": _floats(8)})
+    _check(model, feeds)
+
+
+def test_simplified_layer_normalizations():
+    feeds = {"x": _floats(2, 4, 8), "skip": _floats(2, 4, 8)}
+    nodes = [helper.make_node("SkipSimplifiedLayerNormalization", ["x", "skip", "gamma"], ["y", "", "", "sum"],
+                              domain=MS, epsilon=1e-6),
+             helper.make_node("SimplifiedLayerNormalization", ["sum", "gamma"], ["z"], axis=-1, epsilon=1e-6)]
+    _check(_model(nodes, feeds, [("y", F), ("sum", F), ("z", F)], {"gamma": _floats(8)}), feeds)
+
+
+@pytest.mark.parametrize("activation, params, with_z", [("Relu", [], False), ("LeakyRelu", [0.2], True),
+                                                        ("Clip", [-0.5, 0.5], False), ("HardSigmoid", [0.3, 0.4], True)])
+def test_fused_conv(activation, params, with_z):
+    feeds = {"x": _floats(1, 3, 6, 6)}
+    inputs = ["x", "w", "b"] + (["z"] if with_z else [])
+    extra = {"activation_params": params} if params else {}
+    node = helper.make_node("FusedConv", inputs, ["y"], domain=MS, activation=activation, pads=[1, 1, 1, 1],
+                            strides=[1, 1], **extra)
+    model = _model(node, feeds, [("y", F)], {"w": _floats(4, 3, 3, 3), "b": _floats(4), "z": _floats(1, 4, 6, 6)})
+    _check(model, feeds)
+
+
+def test_fused_gemm():
+    feeds = {"a": _floats(3, 5)}
+    node = helper.make_node("FusedGemm", ["a", "b", "c"], ["y"], domain=MS, transB=1, alpha=0.5, activation="LeakyRelu",
+                            activation_alpha=0.1)
+    _check(_model(node, feeds, [("y", F)], {"b": _floats(4, 5), "c": _floats(4)}), feeds)
+
+
+def _quantized(dtype, *shape):
+    info = np.iinfo(dtype)
+    return RNG.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, code", [(np.uint8, U8), (np.int8, I8)])
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary(op, dtype, code):
+    feeds = {"a": _quantized(dtype, 2, 3, 4), "b": _quantized(dtype, 3, 4)}
+    zero = {"a_zp": np.array(3, dtype), "b_zp": np.array(-2 if dtype == np.int8 else 7, dtype), "c_zp": np.array(5, dtype),
+            "a_s": np.float32(0.02), "b_s": np.float32(0.03), "c_s": np.float32(0.05 if op == "QLinearAdd" else 0.2)}
+    node = helper.make_node(op, ["a", "a_s", "a_zp", "b", "b_s", "b_zp", "c_s", "c_zp"], ["y"], domain=MS)
+    _check(_model(node, feeds, [("y", code)], zero), feeds)
+
+
+@pytest.mark.parametrize("op, attrs, quantum", [
+    ("QLinearSigmoid", {}, 0),
+    ("QLinearLeakyRelu", {"alpha": 0.1}, 1),  # onnxruntime reads a 256-entry table it rounds on its own
+    ("QLinearSoftmax", {"axis": -1, "opset": 13}, 0),
+    ("QLinearGlobalAveragePool", {"channels_last": 0}, 0),
+])
+def test_qlinear_unary(op, attrs, quantum):
+    feeds = {"x": _quantized(np.uint8, 2, 3, 4, 5)}
+    params = {"x_s": np.float32(0.05), "x_zp": np.array(128, np.uint8), "y_s": np.float32(1 / 256 if op == "QLinearSoftmax" else 0.02),
+              "y_zp": np.array(0 if op == "QLinearSoftmax" else 100, np.uint8)}
+    node = helper.make_node(op, ["x", "x_s", "x_zp", "y_s", "y_zp"], ["y"], domain=MS, **attrs)
+    _check(_model(node, feeds, [("y", U8)], params), feeds, quantum=quantum)
+
+
+def test_qlinear_concat():
+    feeds = {"a": _quantized(np.int8, 2, 3), "b": _quantized(np.int8, 2, 5)}
+    params = {"y_s": np.float32(0.1), "y_zp": np.array(1, np.int8), "a_s": np.float32(0.05), "a_zp": np.array(0, np.int8),
+              "b_s": np.float32(0.2), "b_zp": np.array(-3, np.int8)}
+    node = helper.make_node("QLinearConcat", ["y_s", "y_zp", "a", "a_s", "a_zp", "b", "b_s", "b_zp"], ["y"], domain=MS, axis=1)
+    _check(_model(node, feeds, [("y", I8)], params), feeds)
+
+
+@pytest.mark.parametrize("quantized_output", [True, False])
+def test_qgemm(quantized_output):
+    feeds = {"a": _quantized(np.uint8, 3, 6)}
+    params = {"a_s": np.float32(0.04), "a_zp": np.array(120, np.uint8), "b": _quantized(np.int8, 4, 6),
+              "b_s": np.array([0.01, 0.02, 0.03, 0.04], np.float32), "b_zp": np.zeros(4, np.int8),
+              "c": RNG.integers(-500, 500, 4).astype(np.int32), "y_s": np.float32(0.05), "y_zp": np.array(10, np.uint8)}
+    inputs = ["a", "a_s", "a_zp", "b", "b_s", "b_zp", "c"] + (["y_s", "y_zp"] if quantized_output else [])
+    node = helper.make_node("QGemm", inputs, ["y"], domain=MS, transB=1, alpha=1.0)
+    _check(_model(node, feeds, [("y", U8 if quantized_output else F)], params), feeds)
