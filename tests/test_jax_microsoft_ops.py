@@ -153,3 +153,34 @@ def test_qgemm(quantized_output):
     inputs = ["a", "a_s", "a_zp", "b", "b_s", "b_zp", "c"] + (["y_s", "y_zp"] if quantized_output else [])
     node = helper.make_node("QGemm", inputs, ["y"], domain=MS, transB=1, alpha=1.0)
     _check(_model(node, feeds, [("y", U8 if quantized_output else F)], params), feeds)
+
+
+@pytest.mark.parametrize("bits, k, block_size, zero_points, with_bias", [
+    (4, 64, 32, "packed", True), (4, 40, 16, None, False), (8, 48, 16, "packed", False), (4, 64, 32, "float", True),
+])
+def test_matmul_nbits(bits, k, block_size, zero_points, with_bias):
+    """Blockwise low-bit weights (onnxruntime-genai's format), K not always a multiple of the block."""
+    n = 6
+    blocks = -(-k // block_size)
+    codes = RNG.integers(0, 1 << bits, (n, blocks, block_size)).astype(np.uint8)
+    per_byte = 8 // bits
+    packed = np.zeros((n, blocks, block_size // per_byte), np.uint8)
+    for i in range(per_byte):
+        packed |= codes[..., i::per_byte] << (i * bits)
+    params = {"b": packed, "scales": (RNG.random(n * blocks) * 0.1 + 0.01).astype(np.float32), "bias": _floats(n)}
+    inputs = ["a", "b", "scales"]
+    if zero_points == "packed":
+        zp_codes = RNG.integers(0, 1 << bits, (n, blocks)).astype(np.uint8)
+        zp_bytes = -(-blocks // per_byte)
+        zp = np.zeros((n, zp_bytes * per_byte), np.uint8)
+        zp[:, :blocks] = zp_codes
+        params["zp"] = np.bitwise_or.reduce([zp[:, i::per_byte] << (i * bits) for i in range(per_byte)]).astype(np.uint8).reshape(-1)
+        inputs.append("zp")
+    elif zero_points == "float":
+        params["zp"] = (RNG.random(n * blocks) * 8).astype(np.float32)
+        inputs.append("zp")
+    if with_bias:
+        inputs += [""] * (4 - len(inputs)) + ["", "bias"]
+    feeds = {"a": _floats(2, 3, k)}
+    node = helper.make_node("MatMulNBits", inputs, ["y"], domain=MS, K=k, N=n, bits=bits, block_size=block_size)
+    _check(_model(node, feeds, [("y", F)], params), feeds, rtol=1e-4, atol=1e-4)

@@ -1,7 +1,8 @@
 """onnxruntime's com.microsoft quantized ops, as its static quantizer writes them in the QOperator
 format (quantize_static(quant_format=QOperator)): QLinearAdd/Mul, QLinearSigmoid, QLinearLeakyRelu,
-QLinearSoftmax, QLinearGlobalAveragePool, QLinearConcat and QGemm. Each dequantizes, computes in
-float32 and requantizes (round half to even, saturate) to its output's scale and zero point."""
+QLinearSoftmax, QLinearGlobalAveragePool, QLinearConcat and QGemm, each dequantized, computed in
+float32 and requantized (round half to even, saturate) to its output's scale and zero point; and
+MatMulNBits, the blockwise 2/4/8-bit weights of onnxruntime-genai / Olive LLM exports."""
 
 from __future__ import annotations
 
@@ -99,3 +100,40 @@ def qgemm(ctx: LoweringContext, a: Any, a_scale: Any, a_zero_point: Any, b: Any,
     if y_scale is None:
         return result
     return _requantize(result, y_scale, y_zero_point, jnp.zeros((), jnp.asarray(y_zero_point).dtype if y_zero_point is not None else jnp.int8))
+
+
+def _unpack(packed: Any, bits: int, count: int) -> Any:
+    """The first `count` `bits`-bit codes of each row of uint8 `packed`, low bits first."""
+    packed = jnp.asarray(packed).astype(jnp.uint8)
+    per_byte = 8 // bits
+    shifts = jnp.arange(per_byte, dtype=jnp.uint8) * bits
+    codes = (packed[..., None] >> shifts) & jnp.uint8((1 << bits) - 1)
+    return codes.reshape(packed.shape[:-1] + (-1,))[..., :count]
+
+
+@lowering("MatMulNBits", domain=MICROSOFT)
+def matmul_nbits(ctx: LoweringContext, a: Any, b: Any, scales: Any, zero_points: Any = None, g_idx: Any = None,
+                 bias: Any = None, *, K: int, N: int, bits: int = 4, block_size: int, accuracy_level: int = 0) -> Any:  # noqa: N803
+    """A @ W with W [K, N] stored as blocks of `bits`-bit codes: B [N, blocks, block_size * bits / 8],
+    scales [N * blocks], zero points packed like B (or floats; default 2^(bits-1)), optional bias."""
+    if bits not in (2, 4, 8):
+        raise ctx.fail(f"bits={bits}: only 2, 4 and 8 are lowered")
+    if g_idx is not None:
+        raise ctx.fail("g_idx (act-order groups) is not lowered")
+    del accuracy_level  # a kernel choice in onnxruntime; the math is the same
+    blocks = -(-K // block_size)
+    codes = _unpack(b, bits, block_size).reshape(N, blocks, block_size).astype(jnp.float32)
+    scale = jnp.asarray(scales).astype(jnp.float32).reshape(N, blocks, 1)
+    if zero_points is None:
+        zero = jnp.float32(1 << (bits - 1))
+    elif jnp.issubdtype(jnp.asarray(zero_points).dtype, jnp.floating):
+        zero = jnp.asarray(zero_points).astype(jnp.float32).reshape(N, blocks, 1)
+    else:
+        zero = _unpack(jnp.asarray(zero_points).reshape(N, -1), bits, blocks).astype(jnp.float32).reshape(N, blocks, 1)
+    weight = ((codes - zero) * scale).reshape(N, blocks * block_size)[:, :K]  # [N, K]
+    a = jnp.asarray(a)
+    y = jax.lax.dot_general(a.astype(jnp.float32), weight, (((a.ndim - 1,), (1,)), ((), ())),
+                            precision=jax.lax.Precision.HIGHEST)
+    if bias is not None:
+        y = y + jnp.asarray(bias).astype(jnp.float32)
+    return y.astype(a.dtype)
