@@ -184,3 +184,35 @@ def test_matmul_nbits(bits, k, block_size, zero_points, with_bias):
     feeds = {"a": _floats(2, 3, k)}
     node = helper.make_node("MatMulNBits", inputs, ["y"], domain=MS, K=k, N=n, bits=bits, block_size=block_size)
     _check(_model(node, feeds, [("y", F)], params), feeds, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mask_kind, unidirectional", [("none", 0), ("lengths", 0), ("raw", 0), ("raw", 1), ("3d", 0)])
+def test_attention_with_packed_weights(mask_kind, unidirectional):
+    """onnxruntime's transformers optimizer writes BERT's self-attention as one Attention node."""
+    batch, length, hidden, heads = 2, 5, 16, 4
+    feeds = {"x": _floats(batch, length, hidden)}
+    inputs = ["x", "w", "b"]
+    params = {"w": _floats(hidden, 3 * hidden) / 4, "b": _floats(3 * hidden)}
+    if mask_kind == "lengths":
+        feeds["mask"] = np.array([5, 3], np.int32)
+    elif mask_kind == "raw":
+        feeds["mask"] = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int32)
+    elif mask_kind == "3d":
+        feeds["mask"] = (RNG.random((batch, length, length)) > 0.3).astype(np.int32)
+        feeds["mask"][..., 0] = 1
+    if mask_kind != "none":
+        inputs.append("mask")
+    node = helper.make_node("Attention", inputs, ["y"], domain=MS, num_heads=heads, unidirectional=unidirectional)
+    _check(_model(node, feeds, [("y", F)], params), feeds, rtol=1e-4, atol=1e-5)
+
+
+def test_embed_layer_normalization():
+    batch, length, hidden = 2, 6, 8
+    feeds = {"ids": RNG.integers(0, 30, (batch, length)).astype(np.int32),
+             "segments": RNG.integers(0, 2, (batch, length)).astype(np.int32),
+             "mask": np.array([[1] * 6, [1] * 4 + [0] * 2], np.int32)}
+    params = {"word": _floats(30, hidden), "position": _floats(16, hidden), "segment": _floats(2, hidden),
+              "gamma": _floats(hidden), "beta": _floats(hidden)}
+    node = helper.make_node("EmbedLayerNormalization", ["ids", "segments", "word", "position", "segment", "gamma", "beta",
+                                                        "mask"], ["y", "mask_index", "sum"], domain=MS, epsilon=1e-5)
+    _check(_model(node, feeds, [("y", F), ("mask_index", I32), ("sum", F)], params), feeds)

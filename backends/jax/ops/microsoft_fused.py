@@ -1,7 +1,8 @@
 """onnxruntime's com.microsoft fusions, as its graph optimizer writes them into saved models
 (optimized_model_filepath at the extended level) and its transformers optimizer emits: FusedMatMul,
-FusedGemm, FusedConv, BiasGelu, FastGelu, Gelu, QuickGelu and the skip / simplified layer norms.
-Semantics follow onnxruntime's contrib operator docs; tests compare with onnxruntime itself."""
+FusedGemm, FusedConv, BiasGelu, FastGelu, Gelu, QuickGelu, the skip / simplified layer norms,
+EmbedLayerNormalization and the packed-weight self-Attention. Semantics follow onnxruntime's
+contrib operator docs; tests compare with onnxruntime itself."""
 
 from __future__ import annotations
 
@@ -149,3 +150,75 @@ def _simplified_layer_normalization(ctx: LoweringContext, x: Any, scale: Any, ax
 
 lowering("SimplifiedLayerNormalization")(_simplified_layer_normalization)
 lowering("SimplifiedLayerNormalization", domain=MICROSOFT)(_simplified_layer_normalization)
+
+
+@lowering("EmbedLayerNormalization", domain=MICROSOFT)
+def embed_layer_normalization(ctx: LoweringContext, input_ids: Any, segment_ids: Any, word_embedding: Any,
+                              position_embedding: Any, segment_embedding: Any = None, gamma: Any = None, beta: Any = None,
+                              mask: Any = None, position_ids: Any = None, epsilon: float = 1e-12,
+                              mask_index_type: int = 1) -> tuple:
+    """LayerNorm(word[ids] + position[0..S) (or [position_ids]) + segment[segment_ids]):
+    (output, mask_index = the number of attended tokens per sequence, embedding_sum)."""
+    ids = jnp.asarray(input_ids)
+    length = ids.shape[1]
+    positions = jnp.arange(length)[None, :] if position_ids is None else jnp.asarray(position_ids)
+    total = jnp.take(jnp.asarray(word_embedding), ids, axis=0) + jnp.take(jnp.asarray(position_embedding), positions, axis=0)
+    if segment_embedding is not None and segment_ids is not None:
+        total = total + jnp.take(jnp.asarray(segment_embedding), jnp.asarray(segment_ids), axis=0)
+    y = layer_norm_math(total, gamma, beta, -1, epsilon)[0]
+    if mask is None:
+        mask_index = jnp.zeros((ids.shape[0],), jnp.int32)
+    else:
+        mask_index = jnp.sum(jnp.asarray(mask) != 0, axis=1).astype(jnp.int32)
+    return y, (mask_index if mask_index_type else None), total
+
+
+def _key_mask(mask_index: Any, batch: int, query_length: int, key_length: int) -> Any:
+    """True where a key may be attended, [B, 1, S or 1, T], from Attention's mask_index forms:
+    [B] (lengths, right padding), [2B] (ends then starts), [B, T] (0/1), [B, S, T] (0/1)."""
+    mask = jnp.asarray(mask_index)
+    keys = jnp.arange(key_length)
+    if mask.ndim == 1 and mask.shape[0] == batch:
+        return (keys[None, :] < mask[:, None])[:, None, None, :]
+    if mask.ndim == 1 and mask.shape[0] == 2 * batch:
+        ends, starts = mask[:batch], mask[batch:]
+        return ((keys[None, :] < ends[:, None]) & (keys[None, :] >= starts[:, None]))[:, None, None, :]
+    if mask.ndim == 2:
+        return (mask != 0)[:, None, None, :]
+    if mask.ndim == 3:
+        return (mask != 0)[:, None, :, :]
+    raise ValueError(f"mask_index of shape {mask.shape}")
+
+
+@lowering("Attention", domain=MICROSOFT)
+def microsoft_attention(ctx: LoweringContext, x: Any, weights: Any, bias: Any = None, mask_index: Any = None,
+                        past: Any = None, attention_bias: Any = None, past_sequence_length: Any = None, *,
+                        num_heads: int, unidirectional: int = 0, qkv_hidden_sizes: Sequence[int] | None = None,
+                        mask_filter_value: float = -10000.0, scale: float = 0.0, do_rotary: int = 0,
+                        past_present_share_buffer: int = 0, rotary_embedding_dim: int = 0) -> Any:
+    """Self-attention with packed Q/K/V weights [D, q + k + v]: softmax(scale Q K^T + masks) V,
+    masked scores getting mask_filter_value as onnxruntime does."""
+    if past is not None or do_rotary:
+        raise ctx.fail("past state and rotary embeddings are not lowered")
+    x = jnp.asarray(x)
+    batch, length = x.shape[0], x.shape[1]
+    qkv = precision.matmul(ctx, x, weights)
+    if bias is not None:
+        qkv = qkv + jnp.asarray(bias, qkv.dtype)
+    q_size, k_size, v_size = qkv_hidden_sizes or [qkv.shape[-1] // 3] * 3
+    q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + k_size], qkv[..., q_size + k_size:]
+    heads = [t.reshape(batch, length, num_heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v)]
+    q, k, v = heads
+    factor = scale if scale else 1.0 / math.sqrt(q.shape[-1])
+    scores = precision.einsum(ctx, "bnqd,bnkd->bnqk", q, k) * jnp.asarray(factor, qkv.dtype)
+    filler = jnp.asarray(mask_filter_value, scores.dtype)
+    if mask_index is not None:
+        scores = jnp.where(_key_mask(mask_index, batch, length, length), scores, scores + filler)
+    if unidirectional:
+        causal = jnp.tril(jnp.ones((length, length), bool))
+        scores = jnp.where(causal, scores, scores + filler)
+    if attention_bias is not None:
+        scores = scores + jnp.asarray(attention_bias, scores.dtype)
+    probabilities = jax.nn.softmax(scores, axis=-1)
+    out = precision.einsum(ctx, "bnqk,bnkd->bnqd", probabilities, v)
+    return out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
