@@ -90,8 +90,7 @@ def qgemm(ctx: LoweringContext, a: Any, a_scale: Any, a_zero_point: Any, b: Any,
     a = a.T if transA else a
     b = b.T if transB else b
     a = a - jnp.asarray(a_zero_point).astype(jnp.int32)
-    b = b - jnp.asarray(b_zero_point).astype(jnp.int32).reshape(1, -1) if jnp.ndim(b_zero_point) else \
-        b - jnp.asarray(b_zero_point).astype(jnp.int32)
+    b = b - jnp.asarray(b_zero_point).astype(jnp.int32).reshape(-1)  # one zero point, or one per column
     accumulated = jax.lax.dot(a, b, preferred_element_type=jnp.int32)
     if c is not None:
         accumulated = accumulated + jnp.asarray(c).astype(jnp.int32)
@@ -99,7 +98,7 @@ def qgemm(ctx: LoweringContext, a: Any, a_scale: Any, a_zero_point: Any, b: Any,
     result = accumulated.astype(jnp.float32) * scale
     if y_scale is None:
         return result
-    return _requantize(result, y_scale, y_zero_point, jnp.zeros((), jnp.asarray(y_zero_point).dtype if y_zero_point is not None else jnp.int8))
+    return _requantize(result, y_scale, y_zero_point, a_zero_point)
 
 
 def _unpack(packed: Any, bits: int, count: int) -> Any:
