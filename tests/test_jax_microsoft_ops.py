@@ -216,3 +216,17 @@ def test_embed_layer_normalization():
     node = helper.make_node("EmbedLayerNormalization", ["ids", "segments", "word", "position", "segment", "gamma", "beta",
                                                         "mask"], ["y", "mask_index", "sum"], domain=MS, epsilon=1e-5)
     _check(_model(node, feeds, [("y", F), ("mask_index", I32), ("sum", F)], params), feeds)
+
+
+@pytest.mark.parametrize("per_column, with_bias", [(False, True), (True, False)])
+def test_matmul_integer_to_float_and_dynamic_quantize_matmul(per_column, with_bias):
+    """What onnxruntime saves for a dynamically quantized MatMul (quantize_dynamic, then its optimizer)."""
+    n = 5
+    params = {"b": _quantized(np.int8, 8, n), "b_s": (RNG.random(n if per_column else ()) * 0.05 + 0.01).astype(np.float32),
+              "b_zp": np.zeros(n if per_column else (), np.int8), "a_s": np.float32(0.03), "a_zp": np.array(130, np.uint8),
+              "bias": _floats(n)}
+    tail = ["bias"] if with_bias else []
+    feeds = {"codes": _quantized(np.uint8, 2, 3, 8), "x": _floats(2, 3, 8)}
+    nodes = [helper.make_node("MatMulIntegerToFloat", ["codes", "b", "a_s", "b_s", "a_zp", "b_zp"] + tail, ["y"], domain=MS),
+             helper.make_node("DynamicQuantizeMatMul", ["x", "b", "b_s", "b_zp"] + tail, ["z"], domain=MS)]
+    _check(_model(nodes, feeds, [("y", F), ("z", F)], params), feeds, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,8 @@
 """onnxruntime's com.microsoft quantized ops, as its static quantizer writes them in the QOperator
 format (quantize_static(quant_format=QOperator)): QLinearAdd/Mul, QLinearSigmoid, QLinearLeakyRelu,
 QLinearSoftmax, QLinearGlobalAveragePool, QLinearConcat and QGemm, each dequantized, computed in
-float32 and requantized (round half to even, saturate) to its output's scale and zero point; and
+float32 and requantized (round half to even, saturate) to its output's scale and zero point;
+DynamicQuantizeMatMul and MatMulIntegerToFloat, its fusions of dynamically quantized MatMuls; and
 MatMulNBits, the blockwise 2/4/8-bit weights of onnxruntime-genai / Olive LLM exports."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..registry import LoweringContext, lowering
 from .activations import softmax, softmax_legacy
-from .quantization import dequantize, quantize
+from .quantization import dequantize, dynamic_quantize_linear, matmul_integer, quantize
 
 MICROSOFT = "com.microsoft"
 
@@ -136,3 +137,21 @@ def matmul_nbits(ctx: LoweringContext, a: Any, b: Any, scales: Any, zero_points:
     if bias is not None:
         y = y + jnp.asarray(bias).astype(jnp.float32)
     return y.astype(a.dtype)
+
+
+@lowering("MatMulIntegerToFloat", domain=MICROSOFT)
+def matmul_integer_to_float(ctx: LoweringContext, a: Any, b: Any, a_scale: Any, b_scale: Any, a_zero_point: Any = None,
+                            b_zero_point: Any = None, bias: Any = None) -> Any:
+    """(A - a_zp) @ (B - b_zp) on the integers, times a_scale * b_scale (per column or not), + bias;
+    what onnxruntime fuses a dynamically quantized MatMul's integer product and rescale into."""
+    product = matmul_integer(ctx, a, b, a_zero_point, b_zero_point).astype(jnp.float32)
+    result = product * jnp.asarray(a_scale, jnp.float32) * jnp.asarray(b_scale, jnp.float32)
+    return result if bias is None else result + jnp.asarray(bias, jnp.float32)
+
+
+@lowering("DynamicQuantizeMatMul", domain=MICROSOFT)
+def dynamic_quantize_matmul(ctx: LoweringContext, a: Any, b: Any, b_scale: Any, b_zero_point: Any = None,
+                            bias: Any = None) -> Any:
+    """A quantized to uint8 from its own range (DynamicQuantizeLinear), then MatMulIntegerToFloat."""
+    codes, a_scale, a_zero_point = dynamic_quantize_linear(ctx, a)
+    return matmul_integer_to_float(ctx, codes, b, a_scale, b_scale, a_zero_point, b_zero_point, bias)
