@@ -230,3 +230,18 @@ def test_matmul_integer_to_float_and_dynamic_quantize_matmul(per_column, with_bi
     nodes = [helper.make_node("MatMulIntegerToFloat", ["codes", "b", "a_s", "b_s", "a_zp", "b_zp"] + tail, ["y"], domain=MS),
              helper.make_node("DynamicQuantizeMatMul", ["x", "b", "b_s", "b_zp"] + tail, ["z"], domain=MS)]
     _check(_model(nodes, feeds, [("y", F), ("z", F)], params), feeds, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout, interleaved, offset_positions, num_heads", [
+    ("bsd", 0, False, 2), ("bsd", 1, True, 2), ("bnsh", 0, False, 0), ("bsd", 0, True, 0),
+])
+def test_rotary_embedding(layout, interleaved, offset_positions, num_heads):
+    batch, length, heads, head_size, max_positions = 2, 5, 2, 8, 16
+    shape = (batch, length, heads * head_size) if layout == "bsd" else (batch, heads, length, head_size)
+    angles = np.arange(max_positions)[:, None] * (1.0 / 10000 ** (np.arange(head_size // 2) / (head_size // 2)))[None, :]
+    params = {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}
+    feeds = {"x": _floats(*shape),
+             "positions": np.array([3], np.int64) if offset_positions else RNG.integers(0, max_positions, (batch, length))}
+    attrs = {"interleaved": interleaved, **({"num_heads": num_heads} if num_heads else {})}
+    node = helper.make_node("RotaryEmbedding", ["x", "positions", "cos", "sin"], ["y"], domain=MS, **attrs)
+    _check(_model(node, feeds, [("y", F)], params), feeds)

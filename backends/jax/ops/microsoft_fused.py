@@ -1,7 +1,7 @@
 """onnxruntime's com.microsoft fusions, as its graph optimizer writes them into saved models
 (optimized_model_filepath at the extended level) and its transformers optimizer emits: FusedMatMul,
 FusedGemm, FusedConv, BiasGelu, FastGelu, Gelu, QuickGelu, the skip / simplified layer norms,
-EmbedLayerNormalization and the packed-weight self-Attention. Semantics follow onnxruntime's
+EmbedLayerNormalization, the packed-weight self-Attention and RotaryEmbedding. Semantics follow onnxruntime's
 contrib operator docs; tests compare with onnxruntime itself."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .activations import gelu_math
 from .conv import conv_nd
 from .linalg import gemm
 from .normalization import layer_norm_math
+from .transformer import rotary_embedding
 
 MICROSOFT = "com.microsoft"
 
@@ -222,3 +223,22 @@ def microsoft_attention(ctx: LoweringContext, x: Any, weights: Any, bias: Any = 
     probabilities = jax.nn.softmax(scores, axis=-1)
     out = precision.einsum(ctx, "bnqk,bnkd->bnqd", probabilities, v)
     return out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
+
+
+@lowering("RotaryEmbedding", domain=MICROSOFT)
+def microsoft_rotary_embedding(ctx: LoweringContext, x: Any, position_ids: Any, cos_cache: Any, sin_cache: Any, *,
+                               interleaved: int = 0, num_heads: int = 0, rotary_embedding_dim: int = 0,
+                               scale: float = 1.0, is_packed_batching: int = 0) -> Any:
+    """ONNX RotaryEmbedding-23's math with the contrib input order (X, position_ids, cos, sin);
+    position_ids [B, S], or one offset for positions offset..offset+S; num_heads 0 reads the head
+    size off the cache (2 x its width)."""
+    if is_packed_batching or scale != 1.0:
+        raise ctx.fail("packed batching and a custom scale are not lowered")
+    x = jnp.asarray(x)
+    positions = jnp.asarray(position_ids)
+    length = x.shape[2] if x.ndim == 4 else x.shape[1]
+    if positions.ndim < 2:
+        positions = positions.reshape(()) + jnp.arange(length)[None, :]
+    if x.ndim == 3 and not num_heads:
+        num_heads = x.shape[-1] // (rotary_embedding_dim or 2 * jnp.shape(cos_cache)[1])
+    return rotary_embedding(ctx, x, cos_cache, sin_cache, positions, interleaved, num_heads, rotary_embedding_dim)
