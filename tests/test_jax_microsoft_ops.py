@@ -245,3 +245,33 @@ def test_rotary_embedding(layout, interleaved, offset_positions, num_heads):
     attrs = {"interleaved": interleaved, **({"num_heads": num_heads} if num_heads else {})}
     node = helper.make_node("RotaryEmbedding", ["x", "positions", "cos", "sin"], ["y"], domain=MS, **attrs)
     _check(_model(node, feeds, [("y", F)], params), feeds)
+
+
+@pytest.mark.parametrize("case", ["prompt", "padded_prompt", "decode", "rotary_prompt", "rotary_decode", "packed", "window"])
+def test_group_query_attention(case):
+    """onnxruntime-genai's decoder attention: KV cache, per-sequence lengths, optional rotary."""
+    batch, heads, kv_heads = 2, 4, 2
+    head_size = 16 if case.startswith("rotary") else 8  # onnxruntime rotates heads of 16k features only
+    decode = case.endswith("decode")
+    length, past = (1, 4) if decode else (5, 0)
+    lengths = np.array([past + length - 1, past + length - 1 if case != "padded_prompt" else 2], np.int32)
+    feeds = {"q": _floats(batch, length, heads * head_size), "k": _floats(batch, length, kv_heads * head_size),
+             "v": _floats(batch, length, kv_heads * head_size), "seqlens": lengths,
+             "total": np.array(past + length, np.int32)}
+    inputs = ["q", "k", "v", "past_k" if past else "", "past_v" if past else "", "seqlens", "total"]
+    if past:
+        feeds["past_k"], feeds["past_v"] = _floats(batch, kv_heads, past, head_size), _floats(batch, kv_heads, past, head_size)
+    if case == "packed":
+        feeds["q"] = np.concatenate([feeds.pop("q"), feeds.pop("k"), feeds.pop("v")], axis=-1)
+        inputs[1:3] = ["", ""]
+    attrs = {"num_heads": heads, "kv_num_heads": kv_heads}
+    params = {}
+    if case.startswith("rotary"):
+        angles = np.arange(16)[:, None] * (1.0 / 10000 ** (np.arange(head_size // 2) / (head_size // 2)))[None, :]
+        params = {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}
+        inputs += ["cos", "sin"]
+        attrs["do_rotary"] = 1
+    if case == "window":
+        attrs["local_window_size"] = 3
+    node = helper.make_node("GroupQueryAttention", inputs, ["y", "present_k", "present_v"], domain=MS, **attrs)
+    _check(_model(node, feeds, [("y", F), ("present_k", F), ("present_v", F)], params), feeds, rtol=1e-4, atol=1e-5)

@@ -1,7 +1,8 @@
 """onnxruntime's com.microsoft fusions, as its graph optimizer writes them into saved models
 (optimized_model_filepath at the extended level) and its transformers optimizer emits: FusedMatMul,
 FusedGemm, FusedConv, BiasGelu, FastGelu, Gelu, QuickGelu, the skip / simplified layer norms,
-EmbedLayerNormalization, the packed-weight self-Attention and RotaryEmbedding. Semantics follow onnxruntime's
+EmbedLayerNormalization, the packed-weight self-Attention, RotaryEmbedding and onnxruntime-genai's
+GroupQueryAttention. Semantics follow onnxruntime's
 contrib operator docs; tests compare with onnxruntime itself."""
 
 from __future__ import annotations
@@ -242,3 +243,72 @@ def microsoft_rotary_embedding(ctx: LoweringContext, x: Any, position_ids: Any, 
     if x.ndim == 3 and not num_heads:
         num_heads = x.shape[-1] // (rotary_embedding_dim or 2 * jnp.shape(cos_cache)[1])
     return rotary_embedding(ctx, x, cos_cache, sin_cache, positions, interleaved, num_heads, rotary_embedding_dim)
+
+
+def _rotate(x: Any, positions: Any, cos_cache: Any, sin_cache: Any, interleaved: int) -> Any:
+    """Rotary embedding of x [B, S, heads, H] at absolute positions [B, S] (the first 2 x cache
+    width features of each head)."""
+    batch, length, heads, head_size = x.shape
+    flat = x.reshape(batch, length, heads * head_size)
+    rotary = 2 * jnp.shape(cos_cache)[1]
+    return rotary_embedding(None, flat, cos_cache, sin_cache, positions, interleaved, heads, rotary).reshape(x.shape)
+
+
+@lowering("GroupQueryAttention", domain=MICROSOFT)
+def group_query_attention(ctx: LoweringContext, query: Any, key: Any = None, value: Any = None, past_key: Any = None,
+                          past_value: Any = None, seqlens_k: Any = None, total_sequence_length: Any = None,
+                          cos_cache: Any = None, sin_cache: Any = None, position_ids: Any = None,
+                          attention_bias: Any = None, head_sink: Any = None, *, num_heads: int, kv_num_heads: int,
+                          do_rotary: int = 0, rotary_interleaved: int = 0, local_window_size: int = -1,
+                          scale: float = 0.0, softcap: float = 0.0, smooth_softmax: int = 0, qk_output: int = 0) -> tuple:
+    """Causal grouped-query attention with a KV cache (onnxruntime-genai's decoder layers): the new
+    keys/values go after each sequence's past (seqlens_k + 1 = its total length), queries sit at
+    positions past .. past + S, optionally rotated; present is past + new (no shared buffer)."""
+    if position_ids is not None or head_sink is not None or smooth_softmax or qk_output:
+        raise ctx.fail("position_ids, head_sink, smooth_softmax and qk_output are not lowered")
+    query = jnp.asarray(query)
+    batch, length = query.shape[0], query.shape[1]
+    if key is None:  # packed [B, S, (N + 2 Nkv) H]
+        head_size = query.shape[-1] // (num_heads + 2 * kv_num_heads)
+        q_width, kv_width = num_heads * head_size, kv_num_heads * head_size
+        query, key, value = query[..., :q_width], query[..., q_width:q_width + kv_width], query[..., q_width + kv_width:]
+    head_size = query.shape[-1] // num_heads
+    q = query.reshape(batch, length, num_heads, head_size)
+    k = jnp.asarray(key).reshape(batch, length, kv_num_heads, head_size)
+    v = jnp.asarray(value).reshape(batch, length, kv_num_heads, head_size)
+    total = jnp.asarray(seqlens_k).astype(jnp.int32).reshape(batch) + 1
+    past_capacity = 0 if past_key is None else jnp.shape(past_key)[2]
+    past_length = total - length if past_capacity else jnp.zeros_like(total)  # per sequence
+    positions = past_length[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]
+    if do_rotary:
+        q = _rotate(q, positions, cos_cache, sin_cache, rotary_interleaved)
+        k = _rotate(k, positions, cos_cache, sin_cache, rotary_interleaved)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Nkv, S, H]
+    if past_capacity:
+        def append(past: Any, new: Any, start: Any) -> Any:
+            grown = jnp.concatenate([past, jnp.zeros_like(new)], axis=1)
+            zero = jnp.zeros((), start.dtype)
+            return jax.lax.dynamic_update_slice(grown, new, (zero, start, zero))
+
+        present_key = jax.vmap(append)(jnp.asarray(past_key), k, past_length)
+        present_value = jax.vmap(append)(jnp.asarray(past_value), v, past_length)
+    else:
+        present_key, present_value = k, v
+    groups = num_heads // kv_num_heads
+    keys = jnp.repeat(present_key, groups, axis=1)
+    values = jnp.repeat(present_value, groups, axis=1)
+    factor = scale if scale else 1.0 / math.sqrt(head_size)
+    scores = precision.einsum(ctx, "bsnh,bnth->bnst", q, keys) * jnp.asarray(factor, q.dtype)
+    if softcap:
+        scores = jnp.tanh(scores / softcap) * softcap
+    key_positions = jnp.arange(keys.shape[2])[None, None, :]
+    query_positions = positions[:, :, None]
+    allowed = (key_positions <= query_positions) & (key_positions < total[:, None, None])
+    if local_window_size > 0:
+        allowed = allowed & (key_positions > query_positions - local_window_size)
+    if attention_bias is not None:
+        scores = scores + jnp.asarray(attention_bias, scores.dtype)
+    scores = jnp.where(allowed[:, None], scores, jnp.finfo(scores.dtype).min)
+    probabilities = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+    out = precision.einsum(ctx, "bnst,bnth->bsnh", probabilities, values)
+    return out.reshape(batch, length, num_heads * head_size), present_key, present_value
