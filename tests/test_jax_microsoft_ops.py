@@ -275,3 +275,33 @@ def test_group_query_attention(case):
         attrs["local_window_size"] = 3
     node = helper.make_node("GroupQueryAttention", inputs, ["y", "present_k", "present_v"], domain=MS, **attrs)
     _check(_model(node, feeds, [("y", F), ("present_k", F), ("present_v", F)], params), feeds, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["self", "cross_bias", "lengths_mask", "raw_mask", "attention_bias", "causal_past"])
+def test_multi_head_attention(case):
+    batch, length, hidden, heads = 2, 4, 16, 2
+    key_length = 6 if case.startswith("cross") else length
+    feeds = {"q": _floats(batch, length, hidden), "k": _floats(batch, key_length, hidden), "v": _floats(batch, key_length, hidden)}
+    inputs = ["q", "k", "v", "", "", "", "", ""]
+    outputs = [("y", F)]
+    params = {"bias": _floats(3 * hidden), "attn_bias": _floats(1, heads, length, key_length)}
+    attrs = {"num_heads": heads}
+    if case == "cross_bias":
+        inputs[3] = "bias"
+    if case == "lengths_mask":
+        feeds["mask"] = np.array([4, 2], np.int32)
+        inputs[4] = "mask"
+    if case == "raw_mask":
+        feeds["mask"] = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32)
+        inputs[4] = "mask"
+    if case == "attention_bias":
+        inputs[5] = "attn_bias"
+    if case == "causal_past":
+        feeds["past_k"], feeds["past_v"] = _floats(batch, heads, 3, hidden // heads), _floats(batch, heads, 3, hidden // heads)
+        inputs[6:8] = ["past_k", "past_v"]
+        attrs["unidirectional"] = 1
+        outputs += [("present_k", F), ("present_v", F)]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    node = helper.make_node("MultiHeadAttention", inputs, [name for name, _ in outputs], domain=MS, **attrs)
+    _check(_model(node, feeds, outputs, params), feeds, rtol=1e-4, atol=1e-5)

@@ -1,8 +1,8 @@
 """onnxruntime's com.microsoft fusions, as its graph optimizer writes them into saved models
 (optimized_model_filepath at the extended level) and its transformers optimizer emits: FusedMatMul,
 FusedGemm, FusedConv, BiasGelu, FastGelu, Gelu, QuickGelu, the skip / simplified layer norms,
-EmbedLayerNormalization, the packed-weight self-Attention, RotaryEmbedding and onnxruntime-genai's
-GroupQueryAttention. Semantics follow onnxruntime's
+EmbedLayerNormalization, the packed-weight self-Attention, MultiHeadAttention, RotaryEmbedding and
+onnxruntime-genai's GroupQueryAttention. Semantics follow onnxruntime's
 contrib operator docs; tests compare with onnxruntime itself."""
 
 from __future__ import annotations
@@ -312,3 +312,42 @@ def group_query_attention(ctx: LoweringContext, query: Any, key: Any = None, val
     probabilities = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
     out = precision.einsum(ctx, "bnst,bnth->bsnh", probabilities, values)
     return out.reshape(batch, length, num_heads * head_size), present_key, present_value
+
+
+@lowering("MultiHeadAttention", domain=MICROSOFT)
+def multi_head_attention(ctx: LoweringContext, query: Any, key: Any = None, value: Any = None, bias: Any = None,
+                         key_padding_mask: Any = None, attention_bias: Any = None, past_key: Any = None,
+                         past_value: Any = None, past_sequence_length: Any = None, cache_indirection: Any = None, *,
+                         num_heads: int, mask_filter_value: float = -10000.0, scale: float = 0.0,
+                         unidirectional: int = 0) -> tuple:
+    """Attention of query [B, S, D] over key/value [B, L, D] (self or cross), with the q/k/v bias,
+    a key padding mask (lengths [B] or 0/1 [B, L]; masked scores get mask_filter_value), an additive
+    attention_bias, an optional causal mask and past key/value [B, N, P, H] (present = past + new)."""
+    if key is None or value is None or jnp.ndim(key) != 3 or cache_indirection is not None:
+        raise ctx.fail("only separate 3-D query/key/value inputs are lowered (no packed QKV, no past-format keys)")
+    query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
+    if bias is not None:
+        bias = jnp.asarray(bias, query.dtype)
+        q_width, k_width = query.shape[-1], key.shape[-1]
+        query, key, value = query + bias[:q_width], key + bias[q_width:q_width + k_width], value + bias[q_width + k_width:]
+    batch, length = query.shape[0], query.shape[1]
+    q = query.reshape(batch, length, num_heads, -1).transpose(0, 2, 1, 3)
+    k = key.reshape(batch, key.shape[1], num_heads, -1).transpose(0, 2, 1, 3)
+    v = value.reshape(batch, value.shape[1], num_heads, -1).transpose(0, 2, 1, 3)
+    if past_key is not None:
+        k = jnp.concatenate([jnp.asarray(past_key, k.dtype), k], axis=2)
+        v = jnp.concatenate([jnp.asarray(past_value, v.dtype), v], axis=2)
+    factor = scale if scale else 1.0 / math.sqrt(q.shape[-1])
+    scores = precision.einsum(ctx, "bnqd,bnkd->bnqk", q, k) * jnp.asarray(factor, q.dtype)
+    filler = jnp.asarray(mask_filter_value, scores.dtype)
+    keys = k.shape[2]
+    if key_padding_mask is not None:
+        scores = jnp.where(_key_mask(key_padding_mask, batch, length, keys), scores, scores + filler)
+    if unidirectional:
+        offset = keys - length
+        causal = jnp.arange(keys)[None, :] <= jnp.arange(length)[:, None] + offset
+        scores = jnp.where(causal, scores, scores + filler)
+    if attention_bias is not None:
+        scores = scores + jnp.asarray(attention_bias, scores.dtype)
+    out = precision.einsum(ctx, "bnqk,bnkd->bnqd", jax.nn.softmax(scores, axis=-1), v)
+    return out.transpose(0, 2, 1, 3).reshape(batch, length, -1), k, v
