@@ -80,7 +80,6 @@ def is_pointwise(lhs: Any, rhs: Any, padding: Any, lhs_dilation: Sequence[int] |
 
 def pointwise_conv(lhs: Any, rhs: Any, window_strides: Sequence[int], **dot_options: Any) -> Any:
     """y[n, o, *p] = sum over c of w[o, c] * x[n, c, *(p * stride)], as one dot_general."""
-    rank = lhs.ndim - 2
     if any(s != 1 for s in window_strides):
         lhs = lhs[(slice(None), slice(None), *[slice(None, None, s) for s in window_strides])]
     weight = rhs.reshape(rhs.shape[:2])  # [O, C]

@@ -181,8 +181,6 @@ class _Importer:
             graph.add_initializer(value)
             scope[tensor.name] = value
         for sparse in proto.sparse_initializer:
-            from onnx import numpy_helper
-
             dense = _sparse_to_dense(sparse)
             value = graph.make_constant(dense, name=sparse.values.name)
             scope[value.name] = value

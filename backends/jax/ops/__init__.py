@@ -27,6 +27,7 @@ from . import control_flow  # noqa: E402,F401
 from . import sequence  # noqa: E402,F401
 from . import quantization  # noqa: E402,F401
 from . import microsoft_fused  # noqa: E402,F401
+from . import microsoft_attention  # noqa: E402,F401
 from . import microsoft_quantized  # noqa: E402,F401
 from . import resize  # noqa: E402,F401
 from . import scatter_gather  # noqa: E402,F401
