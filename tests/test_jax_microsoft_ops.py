@@ -1,7 +1,8 @@
 """onnxruntime's com.microsoft ops in the JAX backend: the fusions its optimizer saves into models
 (FusedMatMul, FusedConv, FusedGemm, BiasGelu, FastGelu, Gelu, QuickGelu, the skip/simplified layer
-norms) and the QOperator-format quantized ops of its static quantizer, each compared with
-onnxruntime running the same node."""
+norms), the attention ops of its transformers optimizer and of onnxruntime-genai, and its quantized
+ops (QOperator format, dynamic-quantization fusions, MatMulNBits), each compared with onnxruntime
+running the same node."""
 
 from __future__ import annotations
 
