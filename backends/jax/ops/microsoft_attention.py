@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from compiler.errors import UnsupportedError
+
 from .. import precision
 from ..registry import LoweringContext, lowering
 from .normalization import layer_norm_math
@@ -53,7 +55,7 @@ def _key_mask(mask_index: Any, batch: int, query_length: int, key_length: int) -
         return (mask != 0)[:, None, None, :]
     if mask.ndim == 3:
         return (mask != 0)[:, None, :, :]
-    raise ValueError(f"mask_index of shape {mask.shape}")
+    raise UnsupportedError(f"attention mask of shape {tuple(mask.shape)} is none of the forms [B], [2B], [B, T], [B, S, T]")
 
 
 @lowering("Attention", domain=MICROSOFT)
@@ -71,10 +73,9 @@ def microsoft_attention(ctx: LoweringContext, x: Any, weights: Any, bias: Any = 
     qkv = precision.matmul(ctx, x, weights)
     if bias is not None:
         qkv = qkv + jnp.asarray(bias, qkv.dtype)
-    q_size, k_size, v_size = qkv_hidden_sizes or [qkv.shape[-1] // 3] * 3
+    q_size, k_size, _ = qkv_hidden_sizes or [qkv.shape[-1] // 3] * 3
     q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + k_size], qkv[..., q_size + k_size:]
-    heads = [t.reshape(batch, length, num_heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v)]
-    q, k, v = heads
+    q, k, v = (t.reshape(batch, length, num_heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
     factor = scale if scale else 1.0 / math.sqrt(q.shape[-1])
     scores = precision.einsum(ctx, "bnqd,bnkd->bnqk", q, k) * jnp.asarray(factor, qkv.dtype)
     filler = jnp.asarray(mask_filter_value, scores.dtype)
