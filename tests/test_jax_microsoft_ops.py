@@ -248,17 +248,21 @@ def test_rotary_embedding(layout, interleaved, offset_positions, num_heads):
     _check(_model(node, feeds, [("y", F)], params), feeds)
 
 
-@pytest.mark.parametrize("case", ["prompt", "padded_prompt", "decode", "rotary_prompt", "rotary_decode", "packed", "window"])
+@pytest.mark.parametrize("case", ["prompt", "padded_prompt", "decode", "padded_decode", "rotary_prompt", "rotary_decode",
+                                  "packed", "window", "preallocated_decode"])
 def test_group_query_attention(case):
-    """onnxruntime-genai's decoder attention: KV cache, per-sequence lengths, optional rotary."""
+    """onnxruntime-genai's decoder attention: KV cache, per-sequence lengths, optional rotary; a
+    preallocated cache (8 slots, sequences at 5 and 3 tokens) keeps its length."""
     batch, heads, kv_heads = 2, 4, 2
     head_size = 16 if case.startswith("rotary") else 8  # onnxruntime rotates heads of 16k features only
     decode = case.endswith("decode")
     length, past = (1, 4) if decode else (5, 0)
-    lengths = np.array([past + length - 1, past + length - 1 if case != "padded_prompt" else 2], np.int32)
+    lengths = np.array([past + length - 1, past + length - 1 if not case.startswith("padded") else 2], np.int32)
+    if case == "preallocated_decode":
+        past, lengths = 8, np.array([4, 2], np.int32)
     feeds = {"q": _floats(batch, length, heads * head_size), "k": _floats(batch, length, kv_heads * head_size),
              "v": _floats(batch, length, kv_heads * head_size), "seqlens": lengths,
-             "total": np.array(past + length, np.int32)}
+             "total": np.array(int(lengths.max()) + 1, np.int32)}
     inputs = ["q", "k", "v", "past_k" if past else "", "past_v" if past else "", "seqlens", "total"]
     if past:
         feeds["past_k"], feeds["past_v"] = _floats(batch, kv_heads, past, head_size), _floats(batch, kv_heads, past, head_size)
@@ -275,7 +279,11 @@ def test_group_query_attention(case):
     if case == "window":
         attrs["local_window_size"] = 3
     node = helper.make_node("GroupQueryAttention", inputs, ["y", "present_k", "present_v"], domain=MS, **attrs)
-    _check(_model(node, feeds, [("y", F), ("present_k", F), ("present_v", F)], params), feeds, rtol=1e-4, atol=1e-5)
+    model = _model(node, feeds, [("y", F), ("present_k", F), ("present_v", F)], params)
+    if case == "preallocated_decode":  # the model says present has past's shape
+        for output in model.graph.output[1:]:
+            output.CopyFrom(helper.make_tensor_value_info(output.name, F, [batch, kv_heads, past, head_size]))
+    _check(model, feeds, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", ["self", "cross_bias", "lengths_mask", "raw_mask", "attention_bias", "causal_past"])

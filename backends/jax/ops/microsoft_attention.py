@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from compiler.errors import UnsupportedError
 
@@ -119,6 +120,16 @@ def _rotate(x: Any, positions: Any, cos_cache: Any, sin_cache: Any, interleaved:
     return rotary_embedding(None, flat, cos_cache, sin_cache, positions, interleaved, heads, rotary).reshape(x.shape)
 
 
+def _cache_is_preallocated(ctx: LoweringContext, total_sequence_length: Any, capacity: int) -> bool:
+    """Whether present has past's length (onnxruntime: max(past length, total_sequence_length)),
+    i.e. the cache is a preallocated buffer the new keys are written into; else present = past + new.
+    Read off a static total length, or off the model declaring present with past's length."""
+    if isinstance(total_sequence_length, np.ndarray) and total_sequence_length.dtype != object:
+        return int(total_sequence_length.reshape(-1)[0]) <= capacity
+    past, present = ctx.node.inputs[3].shape, ctx.node.outputs[1].shape if len(ctx.node.outputs) > 1 else None
+    return past is not None and present is not None and len(past) == len(present) == 4 and past[2] == present[2]
+
+
 @lowering("GroupQueryAttention", domain=MICROSOFT)
 def group_query_attention(ctx: LoweringContext, query: Any, key: Any = None, value: Any = None, past_key: Any = None,
                           past_value: Any = None, seqlens_k: Any = None, total_sequence_length: Any = None,
@@ -128,7 +139,8 @@ def group_query_attention(ctx: LoweringContext, query: Any, key: Any = None, val
                           scale: float = 0.0, softcap: float = 0.0, smooth_softmax: int = 0, qk_output: int = 0) -> tuple:
     """Causal grouped-query attention with a KV cache (onnxruntime-genai's decoder layers): the new
     keys/values go after each sequence's past (seqlens_k + 1 = its total length), queries sit at
-    positions past .. past + S, optionally rotated; present is past + new (no shared buffer)."""
+    positions past .. past + S, optionally rotated; present is past + new, or past with the new
+    keys written in where the cache is preallocated (_cache_is_preallocated)."""
     if position_ids is not None or head_sink is not None or smooth_softmax or qk_output:
         raise ctx.fail("position_ids, head_sink, smooth_softmax and qk_output are not lowered")
     query = jnp.asarray(query)
@@ -150,10 +162,13 @@ def group_query_attention(ctx: LoweringContext, query: Any, key: Any = None, val
         k = _rotate(k, positions, cos_cache, sin_cache, rotary_interleaved)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Nkv, S, H]
     if past_capacity:
+        in_place = _cache_is_preallocated(ctx, total_sequence_length, past_capacity)
+
         def append(past: Any, new: Any, start: Any) -> Any:
-            grown = jnp.concatenate([past, jnp.zeros_like(new)], axis=1)
+            grown = past if in_place else jnp.concatenate([past, jnp.zeros_like(new)], axis=1)
+            kept = jnp.arange(grown.shape[1])[None, :, None] < start  # slots past this sequence's past are zero
             zero = jnp.zeros((), start.dtype)
-            return jax.lax.dynamic_update_slice(grown, new, (zero, start, zero))
+            return jax.lax.dynamic_update_slice(jnp.where(kept, grown, 0), new, (zero, start, zero))
 
         present_key = jax.vmap(append)(jnp.asarray(past_key), k, past_length)
         present_value = jax.vmap(append)(jnp.asarray(past_value), v, past_length)
