@@ -65,18 +65,6 @@ class RowsAlongK:
 
     rows: Any
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(reversed(self.rows.shape))
-
-    @property
-    def dtype(self) -> Any:
-        return self.rows.dtype
-
-    @property
-    def ndim(self) -> int:
-        return 2
-
 
 def onnx_order(array: Any, permutation: tuple[int, ...]) -> Any:
     """A stored weight as its readers see it inside the traced function: a MatMul/Gemm weight as

@@ -77,18 +77,26 @@ def microsoft_attention(ctx: LoweringContext, x: Any, weights: Any, bias: Any = 
     q_size, k_size, _ = qkv_hidden_sizes or [qkv.shape[-1] // 3] * 3
     q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + k_size], qkv[..., q_size + k_size:]
     q, k, v = (t.reshape(batch, length, num_heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
+    return _masked_attention(ctx, q, k, v, mask_index, attention_bias, unidirectional, mask_filter_value, scale)
+
+
+def _masked_attention(ctx: LoweringContext, q: Any, k: Any, v: Any, key_mask: Any, attention_bias: Any,
+                      unidirectional: int, mask_filter_value: float, scale: float) -> Any:
+    """softmax(scale Q K^T + masks + bias) V on heads [B, N, S|T, H] -> [B, S, N H]; masked scores
+    get mask_filter_value added (onnxruntime's Attention/MultiHeadAttention), the causal mask
+    aligning the last query with the last key."""
+    batch, length, keys = q.shape[0], q.shape[2], k.shape[2]
     factor = scale if scale else 1.0 / math.sqrt(q.shape[-1])
-    scores = precision.einsum(ctx, "bnqd,bnkd->bnqk", q, k) * jnp.asarray(factor, qkv.dtype)
+    scores = precision.einsum(ctx, "bnqd,bnkd->bnqk", q, k) * jnp.asarray(factor, q.dtype)
     filler = jnp.asarray(mask_filter_value, scores.dtype)
-    if mask_index is not None:
-        scores = jnp.where(_key_mask(mask_index, batch, length, length), scores, scores + filler)
+    if key_mask is not None:
+        scores = jnp.where(_key_mask(key_mask, batch, length, keys), scores, scores + filler)
     if unidirectional:
-        causal = jnp.tril(jnp.ones((length, length), bool))
+        causal = jnp.arange(keys)[None, :] <= jnp.arange(length)[:, None] + (keys - length)
         scores = jnp.where(causal, scores, scores + filler)
     if attention_bias is not None:
         scores = scores + jnp.asarray(attention_bias, scores.dtype)
-    probabilities = jax.nn.softmax(scores, axis=-1)
-    out = precision.einsum(ctx, "bnqk,bnkd->bnqd", probabilities, v)
+    out = precision.einsum(ctx, "bnqk,bnkd->bnqd", jax.nn.softmax(scores, axis=-1), v)
     return out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
 
 
@@ -217,17 +225,5 @@ def multi_head_attention(ctx: LoweringContext, query: Any, key: Any = None, valu
     if past_key is not None:
         k = jnp.concatenate([jnp.asarray(past_key, k.dtype), k], axis=2)
         v = jnp.concatenate([jnp.asarray(past_value, v.dtype), v], axis=2)
-    factor = scale if scale else 1.0 / math.sqrt(q.shape[-1])
-    scores = precision.einsum(ctx, "bnqd,bnkd->bnqk", q, k) * jnp.asarray(factor, q.dtype)
-    filler = jnp.asarray(mask_filter_value, scores.dtype)
-    keys = k.shape[2]
-    if key_padding_mask is not None:
-        scores = jnp.where(_key_mask(key_padding_mask, batch, length, keys), scores, scores + filler)
-    if unidirectional:
-        offset = keys - length
-        causal = jnp.arange(keys)[None, :] <= jnp.arange(length)[:, None] + offset
-        scores = jnp.where(causal, scores, scores + filler)
-    if attention_bias is not None:
-        scores = scores + jnp.asarray(attention_bias, scores.dtype)
-    out = precision.einsum(ctx, "bnqk,bnkd->bnqd", jax.nn.softmax(scores, axis=-1), v)
-    return out.transpose(0, 2, 1, 3).reshape(batch, length, -1), k, v
+    out = _masked_attention(ctx, q, k, v, key_padding_mask, attention_bias, unidirectional, mask_filter_value, scale)
+    return out, k, v

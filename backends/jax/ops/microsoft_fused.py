@@ -5,7 +5,6 @@ Semantics follow onnxruntime's contrib operator docs; tests compare with onnxrun
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import jax
@@ -16,7 +15,8 @@ from ..registry import LoweringContext, lowering
 from .activations import gelu_math
 from .conv import conv_nd
 from .linalg import gemm
-from .normalization import layer_norm_math
+from .normalization import layer_norm_math, rms_norm_stats
+from .recurrent import named_activation
 
 MICROSOFT = "com.microsoft"
 
@@ -38,20 +38,15 @@ def fused_matmul(ctx: LoweringContext, a: Any, b: Any, alpha: float = 1.0, trans
 
 
 def _activation(name: str, params: Sequence[float]) -> Any:
-    """onnxruntime's fused activation by name, with its activation_params."""
+    """onnxruntime's fused activation by name (the ones MLAS fuses), with its activation_params."""
     p = list(params or ())
-    table = {
-        "": lambda x: x,
-        "Relu": jax.nn.relu,
-        "Tanh": jnp.tanh,
-        "Sigmoid": jax.nn.sigmoid,
-        "LeakyRelu": lambda x: jnp.where(x >= 0, x, (p[0] if p else 0.01) * x),
-        "Clip": lambda x: jnp.clip(x, p[0] if p else -jnp.inf, p[1] if len(p) > 1 else jnp.inf),
-        "HardSigmoid": lambda x: jnp.clip((p[0] if p else 0.2) * x + (p[1] if len(p) > 1 else 0.5), 0, 1),
-    }
-    if name not in table:
+    if name == "":
+        return lambda x: x
+    if name == "Clip":
+        return lambda x: jnp.clip(x, p[0] if p else -jnp.inf, p[1] if len(p) > 1 else jnp.inf)
+    if name not in ("Relu", "Tanh", "Sigmoid", "LeakyRelu", "HardSigmoid"):
         raise KeyError(name)
-    return table[name]
+    return named_activation(name, p[0] if p else None, p[1] if len(p) > 1 else None)
 
 
 @lowering("FusedConv", domain=MICROSOFT)
@@ -97,9 +92,7 @@ def bias_gelu(ctx: LoweringContext, a: Any, bias: Any) -> Any:
 @lowering("FastGelu", domain=MICROSOFT)
 def fast_gelu(ctx: LoweringContext, x: Any, bias: Any = None) -> Any:
     """Gelu's tanh approximation of X + bias."""
-    x = jnp.asarray(x) if bias is None else jnp.asarray(x) + jnp.asarray(bias)
-    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
-    return 0.5 * x * (1.0 + jnp.tanh(inner))
+    return gelu_math(x if bias is None else jnp.asarray(x) + jnp.asarray(bias), "tanh")
 
 
 @lowering("QuickGelu", domain=MICROSOFT)
@@ -123,19 +116,12 @@ def skip_layer_normalization(ctx: LoweringContext, x: Any, skip: Any, gamma: Any
     return y, mean, inv_std, total
 
 
-def _rms(x: Any, gamma: Any, epsilon: float) -> tuple[Any, Any]:
-    work = jnp.asarray(x).astype(jnp.promote_types(jnp.asarray(x).dtype, jnp.float32))
-    inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(work), axis=-1, keepdims=True) + epsilon)
-    y = (work * inv_rms).astype(jnp.asarray(x).dtype) * jnp.asarray(gamma, jnp.asarray(x).dtype)
-    return y, inv_rms
-
-
 @lowering("SkipSimplifiedLayerNormalization", domain=MICROSOFT)
 def skip_simplified_layer_normalization(ctx: LoweringContext, x: Any, skip: Any, gamma: Any, bias: Any = None,
                                         epsilon: float = 1e-12) -> tuple:
     """RMSNorm(X + skip + bias) over the last axis: (output, mean (unused), inv_std_var, input_skip_bias_sum)."""
     total = _skip_sum(x, skip, bias)
-    y, inv_rms = _rms(total, gamma, epsilon)
+    y, inv_rms = rms_norm_stats(total, gamma, -1, epsilon)
     return y, None, inv_rms, total
 
 
@@ -144,7 +130,7 @@ def _simplified_layer_normalization(ctx: LoweringContext, x: Any, scale: Any, ax
     """RMSNorm over the last axis (onnxruntime registers it in the ONNX domain): (Y, inv_std_var)."""
     if axis not in (-1, jnp.ndim(x) - 1):
         raise ctx.fail(f"axis {axis}: only the last axis is lowered")
-    return _rms(x, scale, epsilon)
+    return rms_norm_stats(x, scale, -1, epsilon)
 
 
 lowering("SimplifiedLayerNormalization")(_simplified_layer_normalization)

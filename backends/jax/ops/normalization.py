@@ -112,14 +112,21 @@ def layer_normalization(ctx: LoweringContext, x: Any, scale: Any, bias: Any = No
     return layer_norm_math(x, scale, bias, axis, epsilon, stash_type)
 
 
-def rms_norm_math(x: Any, scale: Any, axis: int = -1, epsilon: float = 1e-5, stash_type: int = STASH_FLOAT) -> Any:
-    """ONNX RMSNormalization-23 (also ai.graphkiln RMSNormalization)."""
+def rms_norm_stats(x: Any, scale: Any, axis: int = -1, epsilon: float = 1e-5,
+                   stash_type: int = STASH_FLOAT) -> tuple[Any, Any]:
+    """(Y, InvRMS) of an RMS normalization over the axes from `axis` on (onnxruntime's simplified
+    layer norms also return the InvRMS)."""
     x = jnp.asarray(x)
     axes = tuple(range(normalize_axis(axis, x.ndim), x.ndim))
     work_dtype = jnp.float32 if stash_type == STASH_FLOAT else x.dtype
     work = x.astype(work_dtype)
     inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(work), axis=axes, keepdims=True) + epsilon)
-    return ((work * inv_rms).astype(x.dtype) * jnp.asarray(scale, x.dtype)).astype(x.dtype)
+    return ((work * inv_rms).astype(x.dtype) * jnp.asarray(scale, x.dtype)).astype(x.dtype), inv_rms
+
+
+def rms_norm_math(x: Any, scale: Any, axis: int = -1, epsilon: float = 1e-5, stash_type: int = STASH_FLOAT) -> Any:
+    """ONNX RMSNormalization-23 (also ai.graphkiln RMSNormalization)."""
+    return rms_norm_stats(x, scale, axis, epsilon, stash_type)[0]
 
 
 @lowering("RMSNormalization", since=23)

@@ -17,8 +17,8 @@ _DEFAULT_ALPHA = {"LeakyRelu": 0.01, "ThresholdedRelu": 1.0, "ScaledTanh": 1.0, 
 _DEFAULT_BETA = {"ScaledTanh": 1.0, "HardSigmoid": 0.5, "Affine": 0.0}
 
 
-def _activation(name: str, alpha: float | None, beta: float | None) -> Callable[[Any], Any]:
-    """The ONNX RNN activation `name` (case-insensitive) with its alpha/beta."""
+def named_activation(name: str, alpha: float | None, beta: float | None) -> Callable[[Any], Any]:
+    """The ONNX RNN activation `name` (case-insensitive) with its alpha/beta (None: its default)."""
     key = {n.lower(): n for n in ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
                                   "HardSigmoid", "Elu", "Softsign", "Softplus")}.get(name.lower())
     if key is None:
@@ -48,7 +48,7 @@ def _activations(count: int, directions: int, names: Sequence[str] | None, alpha
         names = names * directions
     alphas, betas = list(alphas or []), list(betas or [])
     functions = [
-        _activation(n if isinstance(n, str) else n.decode(), alphas[i] if i < len(alphas) else None,
+        named_activation(n if isinstance(n, str) else n.decode(), alphas[i] if i < len(alphas) else None,
                     betas[i] if i < len(betas) else None)
         for i, n in enumerate(names)
     ]
