@@ -39,7 +39,8 @@ def test_second_process_hits_the_persistent_cache(tmp_path):
     cache = tmp_path / "cache"
     first = _run(tmp_path, KILN_CACHE_DIR=str(cache))
     assert first["cache"] == str(cache) and first["hits"] == 0
-    entries = [name for name in os.listdir(cache) if name.startswith("jit_function")]
+    # JAX's LRU (with the filelock package) keeps an -atime file beside each -cache entry
+    entries = [name for name in os.listdir(cache) if name.startswith("jit_function") and not name.endswith("-atime")]
     assert len(entries) == 1  # the model's executable was written although it compiled in well under 1 s
     second = _run(tmp_path, KILN_CACHE_DIR=str(cache))
     assert second["hits"] >= 1

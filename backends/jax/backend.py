@@ -5,6 +5,7 @@ jax.export artifact that reloads on that platform in a fresh process."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -20,6 +21,7 @@ from .cache import enable_persistent_cache
 from .export import (EXPORT_PLATFORMS, RUNTIME_PLATFORMS, check_bounds, export_function, local_platform, parse_static_shapes,
                      platform_present)
 from .interpreter import LoweringOptions, build_function
+from .native import unavailable_reason
 from .precision import with_matmul_precision
 from .runtime import JitRunner
 from .sharding import make_placement
@@ -51,10 +53,19 @@ class JaxCompiledModel(CompiledModel):
         self._bounds: list[str] = []  # bounds on symbolic dims the graph implies (export.py)
         self._artifact_entries: dict[str, Any] = {}
         self.runner: JitRunner | None = None
+        self.native_products: int | None = None  # weight products on the native kernels (None: not in use)
+        self._native_missing: str | None = None  # why the native kernels are not used, where they would be
         if self.present:
             placement = make_placement(platform, ctx.option("devices"), ctx.option("model_parallel"),
                                        ctx.option("model_parallel_min_elements"))
-            self.runner = JitRunner(self.function, self.params, placement, graph)
+            function, params = self.function, self.params
+            if _wants_native_kernels(platform, self.precision, placement, ctx):
+                self._native_missing = unavailable_reason()
+                if self._native_missing is None:
+                    native, params = build_function(graph, replace(options, native_kernels=True))
+                    function = with_matmul_precision(native, self.precision)
+                    self.native_products = len(native.panel_weights)
+            self.runner = JitRunner(function, params, placement, graph)
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         arrays = self.bind_inputs(args, kwargs)
@@ -77,7 +88,7 @@ class JaxCompiledModel(CompiledModel):
         exported = self.export()
         self._artifact_entries = write_artifacts(folder, exported, self.params)
         if self.runner is not None:
-            _warm_cache(exported, self.runner.device_params, self.graph)
+            _warm_cache(exported, self.params, self.graph)
 
     def manifest(self) -> dict[str, Any]:
         entries = {
@@ -101,7 +112,24 @@ class JaxCompiledModel(CompiledModel):
         where = self.runner.placement.describe() if self.runner else f"not runnable here ({local_platform()} machine)"
         symbols = ", ".join(self._symbols) or "none"
         return (f"jax {self.platform}: {len(self.params)} weights ({megabytes:.1f} MB) passed as arguments, "
-                f"precision {self.precision}, {where}; symbolic dims: {symbols}")
+                f"precision {self.precision}, {where}{self._native_note()}; symbolic dims: {symbols}")
+
+    def _native_note(self) -> str:
+        if self.native_products is not None:
+            return (f", native CPU kernels for attention and {self.native_products} weight products "
+                    "(the artifact keeps XLA's ops)")
+        if self._native_missing:
+            return f", XLA's ops throughout (native CPU kernels unavailable: {self._native_missing})"
+        return ""
+
+
+def _wants_native_kernels(platform: str, precision: str, placement: Any, ctx: PassContext) -> bool:
+    """The in-process CPU runner runs fp32 products and attention on the native kernels (native/)
+    unless turned off (native_kernels=False, KILN_NATIVE=0) or the batch is sharded over devices."""
+    option = ctx.option("native_kernels")
+    if option is not None and str(option).lower() in ("0", "false", "off", "no"):
+        return False
+    return platform == "cpu" and precision == "fp32" and placement.device_count == 1 and int(ctx.option("model_parallel") or 1) == 1
 
 
 def _warm_cache(exported: jax.export.Exported, params: dict[str, Any], graph: Graph) -> None:

@@ -4,7 +4,7 @@ time stay numpy (shape arithmetic resolves while tracing); weights are function 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import jax
@@ -16,13 +16,17 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
+from .native_rewrites import fuse_packed_attention
+from .panel_matmul import PanelWeight, pack_panels, panel_width
+from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
-from .weight_layout import onnx_order, stored_params, weight_layouts
+from .weight_layout import onnx_order, panel_weights, stored_params, weight_layouts
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
 # float inputs that determine output shapes, so they must be known while tracing
 SHAPE_LIKE_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1), ("Range", 0), ("Range", 1), ("Range", 2)})
+PANEL_MIN_ELEMENTS = 1 << 14  # smaller product weights stay XLA dots, which fuse with their neighbours
 STATIC_MAX_ELEMENTS = 1 << 16  # larger all-static results are computed by XLA, not at trace time
 # ops whose output shape depends on input values: a graph holding one runs eagerly (op by op, no jit)
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "ImageDecoder"})
@@ -34,6 +38,7 @@ class LoweringOptions:
     platform: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
     conv_weight_layout: bool = False  # store weights as XLA's kernels read them (weight_layout.py)
+    native_kernels: bool = False  # fp32 products and attention on the native CPU kernels (native/)
 
 
 def prepare_graph(graph: Graph) -> Graph:
@@ -121,7 +126,7 @@ class Interpreter:
         ctx = LoweringContext(
             node, opset, self.options.precision, self.options.platform,
             lower_subgraph=lambda graph: self._subgraph_function(graph, env),
-            options=self.options.extra,
+            options=self.options.extra, native=self.options.native_kernels,
         )
         kwargs = attribute_kwargs(node)
         if _all_static(args) and not node.subgraphs() and self._small_outputs(node):
@@ -263,15 +268,23 @@ def data_dependent_ops(graph: Graph) -> tuple[str, ...]:
 def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[..., list], dict[str, np.ndarray]]:
     """Lower `graph` to a pure function `f(params, *inputs) -> list of outputs` and its params."""
     prepared = prepare_graph(graph)
+    if options.native_kernels and not native_kernels_apply(options):
+        options = replace(options, native_kernels=False)
+    if options.native_kernels:
+        fuse_packed_attention(prepared)
     params, statics = split_initializers(prepared)
     opsets = dict(prepared.opset_imports)
     inputs = [v for v in prepared.inputs if v.const_value is None]
     initializer_values = dict(prepared.initializers)
     # model-parallel sharding splits a weight along its ONNX output-feature axis: keep that layout there
     transpose_matmul = options.platform == "cpu" and int(options.extra.get("model_parallel") or 1) == 1
+    panels = _panel_weights(prepared, params, options)
     layouts = (weight_layouts(prepared, params, transpose_matmul_weights=transpose_matmul)
                if options.conv_weight_layout else {})
+    layouts = {name: permutation for name, permutation in layouts.items() if name not in panels}
     params = stored_params(params, layouts)
+    params.update(panels)
+    panel_columns = _panel_columns(prepared, panels)
 
     def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
         if len(input_values) != len(inputs):
@@ -281,6 +294,8 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
             env[id(value)] = param_values[name] if name in param_values else statics[name]
             if name in layouts:
                 env[id(value)] = onnx_order(env[id(value)], layouts[name])
+            elif name in panel_columns:
+                env[id(value)] = PanelWeight(env[id(value)], panel_columns[name])
         for value, array in zip(inputs, input_values):
             env[id(value)] = unwrap(array)
         outputs = Interpreter(options, opsets).run(prepared, env)
@@ -289,4 +304,32 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     function.static_inputs = static_input_indices(prepared)  # type: ignore[attr-defined]
     function.eager_ops = data_dependent_ops(prepared)  # type: ignore[attr-defined]
     function.param_layouts = layouts  # type: ignore[attr-defined]  # stored order of transposed weights
+    function.panel_weights = tuple(sorted(panels))  # type: ignore[attr-defined]  # packed for the native kernel
     return function, params
+
+
+def native_kernels_apply(options: LoweringOptions) -> bool:
+    """Whether the native kernels can run this lowering: fp32 on the CPU, built on this machine."""
+    return options.platform == "cpu" and precision_name(options.precision) == "fp32" and panel_width() is not None
+
+
+def _panel_weights(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions) -> dict[str, np.ndarray]:
+    """name -> packed panels, for the fp32 product weights the native CPU kernel runs (none unless
+    options.native_kernels)."""
+    if not options.native_kernels:
+        return {}
+    width = panel_width()
+    chosen = panel_weights(graph, params, PANEL_MIN_ELEMENTS)
+    return {name: pack_panels(params[name].T if transposed else params[name], width)
+            for name, transposed in chosen.items()}
+
+
+def _panel_columns(graph: Graph, panels: dict[str, np.ndarray]) -> dict[str, int]:
+    """N of each packed weight, from its ONNX shape and orientation."""
+    columns = {}
+    for name in panels:
+        shape = graph.initializers[name].const_value.shape
+        use = graph.initializers[name].uses[0]
+        trans_b = use.node.attributes.get("transB") if use.node.op_type == "Gemm" else None
+        columns[name] = shape[0] if trans_b is not None and trans_b.value else shape[1]
+    return columns

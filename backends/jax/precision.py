@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 
 from .conv_forms import depthwise_conv, is_depthwise, is_pointwise, pointwise_conv
+from .panel_matmul import PanelWeight, panel_matmul, runs_natively
 from .weight_layout import RowsAlongK
 
 LOW_PRECISION_TYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16}
@@ -89,6 +90,10 @@ def matmul(ctx: Any, a: Any, b: Any) -> Any:
     """`a @ b` with numpy/ONNX MatMul semantics, in ctx's precision with float32 accumulation."""
     if isinstance(b, RowsAlongK):  # [..., K] x [N, K] -> [..., N], the weight read in place
         return dot_general(ctx, a, b.rows, (((jnp.ndim(a) - 1,), (1,)), ((), ())))
+    if isinstance(b, PanelWeight):
+        if runs_natively(a, b):
+            return panel_matmul(a, b)
+        b = b.dense()
     (a, b), result_dtype, kwargs = _prepare(ctx, (a, b))
     return _finish(jnp.matmul(a, b, **kwargs), result_dtype)
 

@@ -102,6 +102,7 @@ class LoweringContext:
     platform: str = "cpu"
     lower_subgraph: Callable[[Graph], Callable[..., list]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    native: bool = False  # the native CPU kernels (native/) may run fp32 products and attention
 
     @property
     def name(self) -> str:
@@ -110,6 +111,12 @@ class LoweringContext:
     @property
     def input_types(self) -> list[ValueType | None]:
         return [v.type if v is not None else None for v in self.node.inputs]
+
+    def output_needed(self, index: int) -> bool:
+        """Whether output `index` is read by a node or is a graph output."""
+        outputs = self.node.outputs
+        value = outputs[index] if index < len(outputs) else None
+        return value is not None and bool(value.uses or value.is_graph_output())
 
     @property
     def output_types(self) -> list[ValueType | None]:

@@ -48,6 +48,34 @@ def _right_operand_k_by_n(node: Any, index: int) -> bool:
     return node.op_type == "Gemm" and (trans_b is None or trans_b.value == 0)
 
 
+def panel_weights(graph: Graph, params: Mapping[str, np.ndarray], min_elements: int = 0) -> dict[str, bool]:
+    """name -> whether it is transposed first, for 2-D float32 weights of at least `min_elements`
+    read only as the right operand of MatMul or Gemm, all in one orientation ([K, N] as stored, or
+    [N, K] under Gemm's transB): the weights the native CPU kernel runs from packed panels
+    (panel_matmul.py)."""
+    chosen: dict[str, bool] = {}
+    for name, array in params.items():
+        value = graph.initializers.get(name)
+        if value is None or not value.uses or array.ndim != 2 or array.dtype != np.float32 or array.size < min_elements:
+            continue
+        orientations = {_right_operand_orientation(use.node, use.index) for use in value.uses}
+        if len(orientations) == 1 and None not in orientations:
+            chosen[name] = orientations.pop()
+    return chosen
+
+
+def _right_operand_orientation(node: Any, index: int) -> bool | None:
+    """False for a [K, N] right operand, True for Gemm's transB [N, K] one, None for any other use."""
+    if node.domain not in ("", "ai.onnx") or index != 1:
+        return None
+    if node.op_type == "MatMul":
+        return False
+    if node.op_type == "Gemm":
+        trans_b = node.attributes.get("transB")
+        return bool(trans_b is not None and trans_b.value)
+    return None
+
+
 def _plain_conv_kernel(node: Any, index: int) -> bool:
     group = node.attributes.get("group")
     return node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 1 and (group is None or group.value == 1)

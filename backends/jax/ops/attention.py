@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import precision
+from .. import native_attention, precision
+from ..native_rewrites import NATIVE_DOMAIN, PACKED_ATTENTION
 from ..registry import LoweringContext, lowering
 from ._helpers import numpy_dtype
 
@@ -97,6 +98,11 @@ def attention(ctx: LoweringContext, q: Any, k: Any, v: Any, attn_mask: Any = Non
     """Y, present_key, present_value, qk_matmul_output of ONNX Attention."""
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
     three_d = q.ndim == 3
+    q_heads, kv_heads = (q_num_heads or 0, kv_num_heads or 0) if three_d else (q.shape[1], k.shape[1])
+    if native_attention.runs_natively(ctx, q, k, v, past_key=past_key, softcap=softcap,
+                                      softmax_precision=softmax_precision, q_heads=q_heads, kv_heads=kv_heads):
+        return _native(q, k, v, attn_mask, nonpad_kv_seqlen, is_causal, scale, left_window_size, right_window_size,
+                       q_heads, kv_heads)
     if three_d:
         q, k, v = _to_heads(q, q_num_heads), _to_heads(k, kv_num_heads), _to_heads(v, kv_num_heads)
     dtype = q.dtype
@@ -134,6 +140,46 @@ def attention(ctx: LoweringContext, q: Any, k: Any, v: Any, attn_mask: Any = Non
     if three_d:
         y = jnp.transpose(y, (0, 2, 1, 3)).reshape(batch, q_len, -1)
     return y, present_key, present_value, qk_output.astype(dtype)
+
+
+def _native(q, k, v, attn_mask, nonpad_kv_seqlen, is_causal, scale, left, right, q_heads, kv_heads, packed=None):
+    """Attention on the native CPU kernel (reading `packed` = (qkv, widths) in place of q, k, v
+    where given); present_key/value are k and v (no cache)."""
+    sequence_axis = 1 if q.ndim == 3 else 2
+    q_len, kv_len, batch = q.shape[sequence_axis], k.shape[sequence_axis], q.shape[0]
+    depth = q.shape[-1] // q_heads if q.ndim == 3 else q.shape[-1]
+    bias = None
+    if attn_mask is not None or is_causal or left >= 0 or right >= 0 or nonpad_kv_seqlen is not None:
+        offset = 0 if nonpad_kv_seqlen is None else jnp.asarray(nonpad_kv_seqlen).reshape(-1) - q_len
+        bias = attention_bias(q_len, kv_len, batch, q.dtype, attn_mask, is_causal, offset, nonpad_kv_seqlen, left, right)
+    scale = scale if scale is not None else 1.0 / np.sqrt(depth)
+    if packed is not None:
+        y = native_attention.packed_attention(packed[0], bias, widths=packed[1], q_heads=q_heads, kv_heads=kv_heads,
+                                              scale=scale)
+    else:
+        y = native_attention.attention(q, k, v, bias, q_heads=q_heads, kv_heads=kv_heads, scale=scale)
+    return y, k, v, jnp.zeros((), q.dtype)
+
+
+@lowering(PACKED_ATTENTION, domain=NATIVE_DOMAIN)
+def packed_attention(ctx: LoweringContext, qkv: Any, attn_mask: Any = None, past_key: Any = None,
+                     past_value: Any = None, nonpad_kv_seqlen: Any = None, *, split_sizes: list[int],
+                     **attributes: Any) -> Any:
+    """Split(qkv) -> Attention as native_rewrites.py fused them: the kernel reads q, k, v out of
+    qkv's rows where it can run the node, else the two ops as written."""
+    qkv = jnp.asarray(qkv)
+    offsets = np.cumsum([0, *split_sizes])
+    q, k, v = (qkv[..., int(offsets[i]):int(offsets[i + 1])] for i in range(3))
+    q_heads, kv_heads = attributes.get("q_num_heads") or 0, attributes.get("kv_num_heads") or 0
+    if (past_key is None and attributes.get("softcap", 0.0) in (0, 0.0) and not ctx.output_needed(3)
+            and native_attention.runs_natively(ctx, q, k, v, past_key=None, softcap=0.0,
+                                               softmax_precision=attributes.get("softmax_precision"),
+                                               q_heads=q_heads, kv_heads=kv_heads)
+            and k.shape[1] == q.shape[1] and jnp.shape(qkv)[-1] == sum(split_sizes)):
+        return _native(q, k, v, attn_mask, nonpad_kv_seqlen, attributes.get("is_causal", 0), attributes.get("scale"),
+                       attributes.get("left_window_size", -1), attributes.get("right_window_size", -1), q_heads,
+                       kv_heads, packed=(qkv, tuple(split_sizes)))
+    return attention(ctx, q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, **attributes)
 
 
 def _flex_softmax_dtype(dtype: Any, softmax_precision: int | None) -> Any:

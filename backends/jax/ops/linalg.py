@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from .. import precision
 from ..registry import lowering
+from ..panel_matmul import PanelWeight, panel_matmul, runs_natively
 from ..weight_layout import RowsAlongK
 
 
@@ -17,6 +18,17 @@ def matmul(ctx, a, b):
 
 @lowering("Gemm")
 def gemm(ctx, a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=1):  # noqa: N803  (ONNX names)
+    if isinstance(b, PanelWeight):  # op(B) packed for the native kernel, whatever transB was
+        a, transA, transB = (jnp.transpose(a) if transA else a), 0, 0
+        if runs_natively(a, b):
+            bias = _row_bias(c, beta, b.n) if alpha == 1.0 else None
+            result = panel_matmul(a, b, bias)
+            if bias is not None:
+                return result
+            if alpha != 1.0:
+                result = result * jnp.asarray(alpha, result.dtype)
+            return result if c is None else _add_c(result, c, beta)
+        b = b.dense()
     # the transposes become the product's contracting axes: XLA:CPU copies a transposed weight for a
     # batch-1 product fused with its bias
     if isinstance(b, RowsAlongK):  # stored [N, K] for transB=0
@@ -26,12 +38,24 @@ def gemm(ctx, a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=1
     result = precision.dot_general(ctx, a, b, (((0 if transA else 1,), (b_axis,)), ((), ())))
     if alpha != 1.0:
         result = result * jnp.asarray(alpha, result.dtype)
-    if c is None:
-        return result
+    return result if c is None else _add_c(result, c, beta)
+
+
+def _add_c(result, c, beta):
     c = jnp.asarray(c)
     if beta != 1.0:
         c = c * jnp.asarray(beta, c.dtype)
     return (result + c).astype(result.dtype)
+
+
+def _row_bias(c, beta, columns):
+    """Gemm's C as a bias row of `columns` float32 values for the native kernel, when it is one."""
+    if c is None or jnp.size(c) != columns or jnp.ndim(c) > 2 or (jnp.ndim(c) and jnp.shape(c)[-1] != columns):
+        return None
+    if jnp.result_type(c) != jnp.float32:
+        return None
+    c = jnp.reshape(c, (columns,))
+    return c if beta == 1.0 else c * jnp.asarray(beta, c.dtype)
 
 
 @lowering("Einsum")

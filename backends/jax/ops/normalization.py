@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import native_norm
 from ..registry import LoweringContext, lowering
 from ._helpers import normalize_axis
 
@@ -109,6 +110,10 @@ def layer_norm_math(x: Any, scale: Any, bias: Any, axis: int = -1, epsilon: floa
 def layer_normalization(ctx: LoweringContext, x: Any, scale: Any, bias: Any = None, axis: int = -1,
                         epsilon: float = 1e-5, stash_type: int = STASH_FLOAT) -> Any:
     """LayerNormalization-17: (Y, Mean, InvStdDev) over the axes from `axis` on."""
+    x = jnp.asarray(x)
+    axis = normalize_axis(axis, x.ndim)
+    if stash_type == STASH_FLOAT and native_norm.runs_natively(ctx, x, scale, bias, axis):
+        return native_norm.layer_norm(x, scale, bias, axis, epsilon), jnp.zeros((), x.dtype), jnp.zeros((), x.dtype)
     return layer_norm_math(x, scale, bias, axis, epsilon, stash_type)
 
 

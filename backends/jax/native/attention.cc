@@ -1,0 +1,253 @@
+// fp32 scaled dot-product attention, softmax(q k^T * scale + bias) v, one (batch, head) per work item.
+//
+// XLA:CPU runs the two batched products of a transformer layer's attention as separate YNNPACK dots
+// that repack both operands per head, with head transposes and the softmax as loops between them;
+// at BERT's 12 heads x 128 tokens that is several times the products' arithmetic. Here each item
+// packs its head's K^T and V into panels once (tile.h), multiplies a block of query rows against
+// them with the same register tile as the GEMM, and does the softmax on the block while it is in
+// cache. Q, K, V and the output are read and written in either ONNX layout, [B, S, H*D] or
+// [B, H, S, D], or Q, K, V straight from the rows of a fused QKV projection, so no head transpose
+// or slice runs. The additive bias has any broadcastable 4-D shape.
+// A query row whose scores are all -inf gives zeros (ONNX Attention's fully masked rows).
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "tile.h"
+
+namespace kiln {
+namespace {
+
+constexpr int64_t kQueryBlock = 4 * kRows;
+
+// exp of 16 floats: 2^n * p(r), r = x - n ln 2 (Cephes' expf polynomial, ~1 ulp); exactly 0 below
+// -87.3 (so -inf, a masked score, gives 0)
+inline Vec Exp(Vec x) {
+  const Vec tiny = _mm512_set1_ps(-87.3f);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, tiny, _CMP_GE_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, tiny), _mm512_set1_ps(88.3f));
+  const Vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  Vec r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  Vec p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(bits));
+}
+
+struct Layout {  // element strides of a [batch, head, position, feature] view; features contiguous
+  int64_t batch, head, position;
+};
+
+// The strides of an operand given as [B, S, H*D] (three_d) or [B, H, S, D].
+Layout StridesOf(bool three_d, int64_t heads, int64_t positions, int64_t features) {
+  if (three_d) return {positions * heads * features, features, heads * features};
+  return {heads * positions * features, positions * features, features};
+}
+
+struct Problem {
+  int64_t batch, q_heads, kv_heads, q_len, kv_len, depth, v_depth;
+  float scale;
+  const float *q, *k, *v, *bias;
+  float* y;
+  Layout ql, kl, vl, yl;
+  int64_t bias_b, bias_h, bias_q, bias_k;  // bias strides (0 on broadcast axes)
+};
+
+// softmax(row * scale + bias) in place over `length` scores; a row with no finite score becomes 0
+void SoftmaxRow(float* row, int64_t length, float scale, const float* bias, int64_t bias_step) {
+  const Vec scale_v = _mm512_set1_ps(scale);
+  const Vec neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  Vec best = neg_inf;
+  for (int64_t j = 0; j < length; j += kLanes) {
+    const __mmask16 lanes = length - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (length - j)) - 1);
+    Vec s = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, row + j), scale_v);
+    if (bias) s = _mm512_add_ps(s, bias_step ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_set1_ps(*bias));
+    s = _mm512_mask_blend_ps(lanes, neg_inf, s);
+    _mm512_mask_storeu_ps(row + j, lanes, s);
+    best = _mm512_max_ps(best, s);
+  }
+  const float top = _mm512_reduce_max_ps(best);
+  if (top == -std::numeric_limits<float>::infinity()) {
+    std::memset(row, 0, length * sizeof(float));
+    return;
+  }
+  const Vec top_v = _mm512_set1_ps(top);
+  Vec total = _mm512_setzero_ps();
+  for (int64_t j = 0; j < length; j += kLanes) {
+    const __mmask16 lanes = length - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (length - j)) - 1);
+    const Vec e = _mm512_maskz_mov_ps(lanes, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, row + j), top_v)));
+    _mm512_mask_storeu_ps(row + j, lanes, e);
+    total = _mm512_add_ps(total, e);
+  }
+  const Vec inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
+  for (int64_t j = 0; j < length; j += kLanes) {
+    const __mmask16 lanes = length - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (length - j)) - 1);
+    _mm512_mask_storeu_ps(row + j, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, row + j), inverse));
+  }
+}
+
+// Columns [0, n) of a row-major [rows, n] view (row stride ld) as panels [PanelCount(n)][rows][NR];
+// with `transpose`, the view is read as its transpose: panel column j, row r = src[j * ld + r].
+void Pack(const float* src, int64_t rows, int64_t n, int64_t ld, bool transpose, float* panels) {
+  for (int64_t p = 0; p < PanelCount(n); ++p) {
+    float* out = panels + p * rows * kPanel;
+    const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, n - n0);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = out + r * kPanel;
+      if (transpose) {
+        for (int64_t j = 0; j < width; ++j) dst[j] = src[(n0 + j) * ld + r];
+      } else {
+        std::memcpy(dst, src + r * ld + n0, width * sizeof(float));
+      }
+      std::fill(dst + width, dst + kPanel, 0.0f);
+    }
+  }
+}
+
+void AttendHead(const Problem& pr, int64_t b, int64_t h) {
+  thread_local std::vector<float> keys, values, scores;
+  const int64_t kv_h = h / (pr.q_heads / pr.kv_heads);
+  const float* k = pr.k + b * pr.kl.batch + kv_h * pr.kl.head;
+  const float* v = pr.v + b * pr.vl.batch + kv_h * pr.vl.head;
+  const float* q = pr.q + b * pr.ql.batch + h * pr.ql.head;
+  float* y = pr.y + b * pr.yl.batch + h * pr.yl.head;
+  const int64_t kv_stride = PanelCount(pr.kv_len) * kPanel;
+  keys.resize(pr.depth * kv_stride);
+  values.resize(PanelCount(pr.v_depth) * kPanel * pr.kv_len);
+  scores.resize(kQueryBlock * kv_stride);
+  Pack(k, pr.depth, pr.kv_len, pr.kl.position, /*transpose=*/true, keys.data());     // K^T: [D, kv]
+  Pack(v, pr.kv_len, pr.v_depth, pr.vl.position, /*transpose=*/false, values.data());  // V: [kv, Dv]
+  const float* bias_head = pr.bias ? pr.bias + b * pr.bias_b + h * pr.bias_h : nullptr;
+  for (int64_t q0 = 0; q0 < pr.q_len; q0 += kQueryBlock) {
+    const int64_t rows = std::min(kQueryBlock, pr.q_len - q0);
+    PanelProduct(pr.kv_len, pr.depth, q + q0 * pr.ql.position, pr.ql.position, keys.data(), nullptr, scores.data(),
+                 kv_stride, 0, PanelCount(pr.kv_len), 0, rows);
+    for (int64_t r = 0; r < rows; ++r)
+      SoftmaxRow(scores.data() + r * kv_stride, pr.kv_len, pr.scale,
+                 bias_head ? bias_head + (q0 + r) * pr.bias_q : nullptr, pr.bias_k);
+    PanelProduct(pr.v_depth, pr.kv_len, scores.data(), kv_stride, values.data(), nullptr, y + q0 * pr.yl.position,
+                 pr.yl.position, 0, PanelCount(pr.v_depth), 0, rows);
+  }
+}
+
+// Bias strides from its 4-D shape (broadcast axes get 0), then every (batch, head) on the pool.
+ffi::Error Run(Problem& pr, ffi::Buffer<ffi::F32>& bias, ffi::ThreadPool& pool) {
+  const auto bd = bias.dimensions();
+  if (bd.size() != 4) return ffi::Error::InvalidArgument("kiln_attention: the bias must be 4-D");
+  const int64_t full[4] = {pr.batch, pr.q_heads, pr.q_len, pr.kv_len};
+  int64_t strides[4], stride = 1;
+  for (int axis = 3; axis >= 0; --axis) {
+    if (bd[axis] != 1 && bd[axis] != full[axis])
+      return ffi::Error::InvalidArgument("kiln_attention: the bias does not broadcast to the scores");
+    strides[axis] = bd[axis] == 1 ? 0 : stride;
+    stride *= bd[axis];
+  }
+  pr.bias = bias.typed_data();
+  pr.bias_b = strides[0], pr.bias_h = strides[1], pr.bias_q = strides[2], pr.bias_k = strides[3];
+  if (pr.kv_len <= 0 || pr.depth <= 0) return ffi::Error::InvalidArgument("kiln_attention: empty keys");
+  if (pr.q_len == 0 || pr.v_depth == 0 || pr.batch == 0) return ffi::Error::Success();
+  ParallelFor(pool, pr.batch * pr.q_heads, [&pr](int64_t item) { AttendHead(pr, item / pr.q_heads, item % pr.q_heads); });
+  return ffi::Error::Success();
+}
+
+bool HeadsValid(int64_t q_heads, int64_t kv_heads) { return q_heads > 0 && kv_heads > 0 && q_heads % kv_heads == 0; }
+
+// q [B, Sq, Hq*D] or [B, Hq, Sq, D]; k, v in the same layout with Hkv heads; bias 4-D, broadcastable
+// to [B, Hq, Sq, Skv]; y like q with Dv features.
+ffi::Error Attention(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                     ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
+                     int64_t q_heads, int64_t kv_heads, float scale) {
+  const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
+  const bool three_d = qd.size() == 3;
+  if ((qd.size() != 3 && qd.size() != 4) || kd.size() != qd.size() || vd.size() != qd.size())
+    return ffi::Error::InvalidArgument("kiln_attention: q, k, v must all be 3-D or all 4-D");
+  if (!HeadsValid(q_heads, kv_heads))
+    return ffi::Error::InvalidArgument("kiln_attention: query heads must be a multiple of key/value heads");
+  Problem pr{};
+  pr.batch = qd[0];
+  pr.q_heads = q_heads;
+  pr.kv_heads = kv_heads;
+  pr.q_len = three_d ? qd[1] : qd[2];
+  pr.kv_len = three_d ? kd[1] : kd[2];
+  pr.depth = three_d ? qd[2] / q_heads : qd[3];
+  pr.v_depth = three_d ? vd[2] / kv_heads : vd[3];
+  if ((three_d ? kd[2] / kv_heads : kd[3]) != pr.depth || (three_d ? vd[1] : vd[2]) != pr.kv_len ||
+      (!three_d && (qd[1] != q_heads || kd[1] != kv_heads || vd[1] != kv_heads)))
+    return ffi::Error::InvalidArgument("kiln_attention: q, k and v shapes disagree");
+  pr.scale = scale;
+  pr.q = q.typed_data();
+  pr.k = k.typed_data();
+  pr.v = v.typed_data();
+  pr.y = y->typed_data();
+  pr.ql = StridesOf(three_d, q_heads, pr.q_len, pr.depth);
+  pr.kl = StridesOf(three_d, kv_heads, pr.kv_len, pr.depth);
+  pr.vl = StridesOf(three_d, kv_heads, pr.kv_len, pr.v_depth);
+  pr.yl = StridesOf(three_d, q_heads, pr.q_len, pr.v_depth);
+  return Run(pr, bias, pool);
+}
+
+// q, k and v side by side in the rows of one [B, S, Wq + Wk + Wv] tensor (a fused QKV projection);
+// y [B, S, Hq*Dv].
+ffi::Error PackedAttention(ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y,
+                           ffi::ThreadPool pool, int64_t q_heads, int64_t kv_heads, float scale, int64_t q_width,
+                           int64_t k_width) {
+  const auto d = qkv.dimensions();
+  if (d.size() != 3 || !HeadsValid(q_heads, kv_heads))
+    return ffi::Error::InvalidArgument("kiln_packed_attention: qkv must be 3-D, heads a multiple of kv heads");
+  const int64_t row = d[2], v_width = row - q_width - k_width;
+  if (q_width % q_heads || k_width % kv_heads || v_width <= 0 || v_width % kv_heads ||
+      q_width / q_heads != k_width / kv_heads)
+    return ffi::Error::InvalidArgument("kiln_packed_attention: the widths do not split into heads");
+  Problem pr{};
+  pr.batch = d[0];
+  pr.q_heads = q_heads;
+  pr.kv_heads = kv_heads;
+  pr.q_len = pr.kv_len = d[1];
+  pr.depth = q_width / q_heads;
+  pr.v_depth = v_width / kv_heads;
+  pr.scale = scale;
+  pr.q = qkv.typed_data();
+  pr.k = pr.q + q_width;
+  pr.v = pr.k + k_width;
+  pr.y = y->typed_data();
+  pr.ql = {d[1] * row, pr.depth, row};
+  pr.kl = {d[1] * row, pr.depth, row};
+  pr.vl = {d[1] * row, pr.v_depth, row};
+  pr.yl = StridesOf(true, q_heads, pr.q_len, pr.v_depth);
+  return Run(pr, bias, pool);
+}
+
+}  // namespace
+}  // namespace kiln
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnAttention, kiln::Attention,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("q_heads")
+                                  .Attr<int64_t>("kv_heads")
+                                  .Attr<float>("scale"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPackedAttention, kiln::PackedAttention,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("q_heads")
+                                  .Attr<int64_t>("kv_heads")
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("q_width")
+                                  .Attr<int64_t>("k_width"));

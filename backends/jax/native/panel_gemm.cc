@@ -1,0 +1,83 @@
+// fp32 GEMM against a weight stored once, at compile time, in column panels: y = x @ W (+ bias).
+//
+// XLA:CPU's dot (YNNPACK) repacks its right operand on every call; for a weight that is a model
+// parameter that is pure overhead, and onnxruntime's MLAS avoids it by prepacking initializers once.
+// Here the weight [K, N] is stored as panels [ceil(N / NR)][K][NR] (tile.h), an ordinary
+// position-independent array that travels as a function argument like any other weight, and x is
+// read in place. Work is split over XLA's intra-op pool in panel ranges (and row ranges when there
+// are few panels), a few per thread so a late-starting thread does not hold the call up.
+
+#include "tile.h"
+
+namespace kiln {
+namespace {
+
+constexpr int64_t kChunksPerThread = 4;
+constexpr int64_t kMinPanelsPerChunk = 2;
+
+ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
+                       ffi::ThreadPool pool, const float* bias) {
+  const auto xd = x.dimensions(), pd = panels.dimensions(), yd = y->dimensions();
+  if (xd.size() < 1 || pd.size() != 3 || pd[2] != kPanel || yd.size() != xd.size())
+    return ffi::Error::InvalidArgument("kiln_panel_matmul: bad operand ranks");
+  const int64_t k = xd.back(), n = yd.back();
+  if (pd[1] != k || pd[0] != PanelCount(n))
+    return ffi::Error::InvalidArgument("kiln_panel_matmul: weight panels do not match the operands");
+  const int64_t m = k ? static_cast<int64_t>(x.element_count()) / k : 0;
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  if (k == 0) {  // an empty sum: the bias (or zeros)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) y->typed_data()[i * n + j] = bias ? bias[j] : 0.0f;
+    return ffi::Error::Success();
+  }
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads()), wanted = threads * kChunksPerThread;
+  const int64_t panel_count = PanelCount(n);
+  const int64_t panel_chunks = std::max<int64_t>(1, std::min(wanted, panel_count / kMinPanelsPerChunk));
+  const int64_t panels_per_chunk = (panel_count + panel_chunks - 1) / panel_chunks;
+  const int64_t tiles = (m + kRows - 1) / kRows;
+  const int64_t row_chunks = std::min(tiles, std::max<int64_t>(1, wanted / panel_chunks));
+  const int64_t rows_per_chunk = (tiles + row_chunks - 1) / row_chunks * kRows;
+  const int64_t panel_ranges = (panel_count + panels_per_chunk - 1) / panels_per_chunk;
+  const int64_t row_ranges = (m + rows_per_chunk - 1) / rows_per_chunk;
+  const float* a = x.typed_data();
+  const float* b = panels.typed_data();
+  float* c = y->typed_data();
+  ParallelFor(pool, panel_ranges * row_ranges, [=](int64_t i) {
+    const int64_t p0 = (i % panel_ranges) * panels_per_chunk, r0 = (i / panel_ranges) * rows_per_chunk;
+    PanelProduct(n, k, a, k, b, bias, c, n, p0, std::min(panel_count, p0 + panels_per_chunk), r0,
+                 std::min(m, r0 + rows_per_chunk));
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error PanelMatmulNoBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
+                             ffi::ThreadPool pool) {
+  return PanelMatmul(x, panels, y, pool, nullptr);
+}
+
+ffi::Error PanelMatmulBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::Buffer<ffi::F32> bias,
+                           ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool) {
+  if (bias.element_count() != static_cast<size_t>(y->dimensions().back()))
+    return ffi::Error::InvalidArgument("kiln_panel_matmul_bias: bias length differs from N");
+  return PanelMatmul(x, panels, y, pool, bias.typed_data());
+}
+
+}  // namespace
+}  // namespace kiln
+
+extern "C" int kiln_panel_width() { return kiln::kPanel; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmul, kiln::PanelMatmulNoBias,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmulBias, kiln::PanelMatmulBias,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>());

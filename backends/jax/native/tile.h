@@ -1,0 +1,138 @@
+// What the native kernels share: AVX-512 vector helpers, the MR x NR register tile that multiplies
+// rows of a row-major matrix by a column panel, a whole product against packed panels, and a
+// parallel loop on XLA's intra-op thread pool.
+//
+// A panel is NR consecutive columns of a [K, N] right operand stored [K][NR] (zero-padded past N),
+// so the tile streams it with two aligned-or-not vector loads per k. Products are blocked along K
+// (kDepth) so a panel slice stays in L1 while every row tile reuses it.
+
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace kiln {
+
+namespace ffi = xla::ffi;
+
+#if !defined(__AVX512F__)
+#error "the native kernels need AVX-512"
+#endif
+
+using Vec = __m512;
+constexpr int kLanes = 16;          // floats per vector
+constexpr int kRows = 12;           // MR: rows per register tile (24 accumulators)
+constexpr int kPanel = 2 * kLanes;  // NR: columns per panel
+constexpr int kDepth = 256;         // K block
+
+inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
+inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+
+// c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] (row stride lda) * b[kc x NR]
+template <int R>
+void Tile(int kc, const float* __restrict a, int64_t lda, const float* __restrict b, float* __restrict c,
+          int64_t ldc, bool first, const float* bias) {
+  Vec lo[R], hi[R];
+  if (first) {
+    const Vec b0 = bias ? Load(bias) : _mm512_setzero_ps(), b1 = bias ? Load(bias + kLanes) : _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) lo[r] = b0, hi[r] = b1;
+  } else {
+    for (int r = 0; r < R; ++r) lo[r] = Load(c + r * ldc), hi[r] = Load(c + r * ldc + kLanes);
+  }
+  for (int k = 0; k < kc; ++k) {
+    const Vec b0 = Load(b + k * kPanel), b1 = Load(b + k * kPanel + kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const Vec x = _mm512_set1_ps(a[r * lda + k]);
+      lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
+      hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) Store(c + r * ldc, lo[r]), Store(c + r * ldc + kLanes, hi[r]);
+}
+
+using TileFn = void (*)(int, const float*, int64_t, const float*, float*, int64_t, bool, const float*);
+
+template <int... Rs>
+constexpr std::array<TileFn, sizeof...(Rs)> MakeTiles(std::integer_sequence<int, Rs...>) {
+  return {Tile<Rs + 1>...};
+}
+inline constexpr auto kTiles = MakeTiles(std::make_integer_sequence<int, kRows>{});
+
+inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
+
+// One tile of c: rows [i0, i0 + rows) x panel p, K block [k0, k0 + kc); a ragged last panel goes
+// through a full-width scratch tile.
+inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
+                      float* c, int64_t ldc, int64_t p, int64_t k0, int kc, int64_t i0, int rows) {
+  const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, n - n0);
+  const float* ar = a + i0 * lda + k0;
+  const float* b = panels + (p * k + k0) * kPanel;
+  float* cr = c + i0 * ldc + n0;
+  const float* panel_bias = bias ? bias + n0 : nullptr;
+  if (width == kPanel) {
+    kTiles[rows - 1](kc, ar, lda, b, cr, ldc, k0 == 0, panel_bias);
+    return;
+  }
+  alignas(64) float scratch[kRows * kPanel];
+  alignas(64) float bias_pad[kPanel] = {};
+  if (panel_bias) std::memcpy(bias_pad, panel_bias, width * sizeof(float));
+  if (k0 != 0)
+    for (int r = 0; r < rows; ++r) std::memcpy(scratch + r * kPanel, cr + r * ldc, width * sizeof(float));
+  kTiles[rows - 1](kc, ar, lda, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr);
+  for (int r = 0; r < rows; ++r) std::memcpy(cr + r * ldc, scratch + r * kPanel, width * sizeof(float));
+}
+
+// c[rows r0..r1, panels p0..p1] = a[m, k] (row stride lda) x panels[PanelCount(n)][k][NR] (+ bias[n]),
+// c with row stride ldc. Panels go in groups of kGroup: for each K block and row tile the tile's
+// rows of a stay in L1 while the group's panel slices (kGroup x kDepth x NR floats) sit in L2.
+constexpr int64_t kGroup = 4;
+inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
+                         float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1) {
+  for (int64_t g = p0; g < p1; g += kGroup) {
+    const int64_t g1 = std::min(p1, g + kGroup);
+    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
+      const int kc = static_cast<int>(std::min<int64_t>(kDepth, k - k0));
+      for (int64_t i0 = r0; i0 < r1; i0 += kRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - i0));
+        for (int64_t p = g; p < g1; ++p) PanelTile(n, k, a, lda, panels, bias, c, ldc, p, k0, kc, i0, rows);
+      }
+    }
+  }
+}
+
+// Runs body(i) for i in [0, count) on the calling thread and up to threads - 1 pool threads. Items
+// are claimed from a shared counter, so a pool thread that starts late takes fewer and a busy pool
+// cannot deadlock the caller; the caller returns when every claimed item is done.
+template <typename Body>
+void ParallelFor(ffi::ThreadPool& pool, int64_t count, Body body) {
+  struct Shared {
+    Body body;
+    int64_t count;
+    std::atomic<int64_t> next{0}, done{0};
+    Shared(Body b, int64_t n) : body(std::move(b)), count(n) {}
+    void Drain() {
+      for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
+        body(i);
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  };
+  if (count <= 0) return;
+  auto shared = std::make_shared<Shared>(std::move(body), count);
+  const int64_t helpers = std::min<int64_t>(std::max<int64_t>(1, pool.num_threads()), count) - 1;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([shared] { shared->Drain(); });
+  shared->Drain();
+  while (shared->done.load(std::memory_order_acquire) < count) _mm_pause();
+}
+
+}  // namespace kiln

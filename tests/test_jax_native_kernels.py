@@ -1,0 +1,227 @@
+"""The native CPU kernels (backends/jax/native/: packed-panel GEMM, attention, layer norm) against
+onnxruntime, the rewrite that feeds a fused QKV projection to the attention kernel, and the
+fallbacks to XLA's ops where a kernel cannot run."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from backends.jax import native
+from backends.jax.interpreter import LoweringOptions, build_function
+from backends.jax.native_rewrites import NATIVE_DOMAIN, PACKED_ATTENTION, fuse_packed_attention
+from jax_backend_support import onnxruntime_outputs
+
+needs_kernels = pytest.mark.skipif(native.library() is None, reason=f"native kernels unavailable: {native.unavailable_reason()}")
+RNG = np.random.default_rng(7)
+
+
+def _floats(*shape, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _model(nodes, inputs: dict[str, np.ndarray], outputs: list[str], initializers: dict | None = None, opset: int = 23):
+    graph = helper.make_graph(
+        nodes, "native",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for name, a in inputs.items()],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [numpy_helper.from_array(a, name) for name, a in (initializers or {}).items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+
+
+def _check(model, feeds, rtol=1e-4, atol=1e-5, opt_level=0):
+    """Outputs of the native build match onnxruntime's; returns the compiled model."""
+    compiled = compiler.compile(model, backend="cpu", opt_level=opt_level)
+    for want, got in zip(onnxruntime_outputs(model, feeds), compiled(**feeds)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    return compiled
+
+
+def _custom_call_targets(compiled, feeds) -> list[str]:
+    text = compiled.runner.lower([feeds[name] for name in compiled.input_names]).as_text()
+    return re.findall(r"stablehlo\.custom_call @(\w+)", text)
+
+
+@needs_kernels
+@pytest.mark.parametrize("m_shape, k, n", [((1,), 300, 77), ((5, 3), 64, 300), ((2, 129), 600, 130), ((128,), 768, 2304)])
+def test_matmul_weights_run_on_the_panel_kernel(m_shape, k, n):
+    feeds = {"X": _floats(*m_shape, k)}
+    model = _model([helper.make_node("MatMul", ["X", "W"], ["Y"])], feeds, ["Y"], {"W": _floats(k, n, scale=k ** -0.5)})
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]
+    assert compiled.native_products == 1
+
+
+@needs_kernels
+@pytest.mark.parametrize("attrs, c_shape", [({}, (70,)), ({"transB": 1}, (1, 70)), ({"alpha": 0.5, "beta": 2.0}, (70,)),
+                                            ({"transA": 1, "transB": 1}, (9, 70)), ({}, None)])
+def test_gemm_weights_run_on_the_panel_kernel(attrs, c_shape):
+    k = 300
+    x = _floats(k, 9) if attrs.get("transA") else _floats(9, k)
+    weight = _floats(70, k) if attrs.get("transB") else _floats(k, 70)
+    inits = {"W": weight}
+    names = ["X", "W"]
+    if c_shape is not None:
+        inits["C"] = _floats(*c_shape)
+        names.append("C")
+    model = _model([helper.make_node("Gemm", names, ["Y"], **attrs)], {"X": x}, ["Y"], inits)
+    compiled = _check(model, {"X": x})
+    targets = _custom_call_targets(compiled, {"X": x})
+    fused_bias = c_shape is not None and c_shape[0] != 9 and "alpha" not in attrs
+    assert targets == ["kiln_panel_matmul_bias" if fused_bias else "kiln_panel_matmul"]
+
+
+@needs_kernels
+def test_small_and_shared_weights_stay_xla_dots():
+    feeds = {"X": _floats(16, 16), "Z": _floats(256, 8), "U": _floats(8, 256)}
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["H"]),  # too small
+             helper.make_node("MatMul", ["V", "Z"], ["G"]), helper.make_node("MatMul", ["U", "V"], ["F"])]  # V read as a left operand too
+    model = _model(nodes, feeds, ["H", "G", "F"], {"W": _floats(16, 16), "V": _floats(256, 256, scale=0.1)})
+    compiled = _check(model, feeds)
+    assert compiled.native_products == 0 and _custom_call_targets(compiled, feeds) == []
+
+
+def _attention_case(three_d, batch, q_len, kv_len, q_heads, kv_heads, depth, v_depth, mask=None, **attrs):
+    if three_d:
+        shapes = [(batch, q_len, q_heads * depth), (batch, kv_len, kv_heads * depth), (batch, kv_len, kv_heads * v_depth)]
+        attrs.update(q_num_heads=q_heads, kv_num_heads=kv_heads)
+    else:
+        shapes = [(batch, q_heads, q_len, depth), (batch, kv_heads, kv_len, depth), (batch, kv_heads, kv_len, v_depth)]
+    feeds = {name: _floats(*shape) for name, shape in zip("qkv", shapes)}
+    names = ["q", "k", "v"]
+    if mask is not None:
+        feeds["m"] = mask
+        names.append("m")
+    return _model([helper.make_node("Attention", names, ["y"], **attrs)], feeds, ["y"]), feeds
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", [
+    dict(three_d=True, batch=1, q_len=128, kv_len=128, q_heads=12, kv_heads=12, depth=64, v_depth=64),
+    dict(three_d=False, batch=2, q_len=197, kv_len=197, q_heads=3, kv_heads=3, depth=64, v_depth=64),
+    dict(three_d=True, batch=2, q_len=5, kv_len=7, q_heads=4, kv_heads=2, depth=8, v_depth=16, is_causal=1),
+    dict(three_d=False, batch=1, q_len=33, kv_len=40, q_heads=6, kv_heads=3, depth=80, v_depth=24, scale=0.3),
+    dict(three_d=True, batch=1, q_len=1, kv_len=300, q_heads=2, kv_heads=2, depth=64, v_depth=64),
+])
+def test_attention_runs_on_the_kernel(case):
+    model, feeds = _attention_case(**case)
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_attention"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "padding"])
+def test_attention_masks_including_fully_masked_rows(mask_kind):
+    if mask_kind == "bool":
+        mask = RNG.random((2, 1, 17, 50)) > 0.3
+        mask[1, 0, 3, :] = False  # a fully masked row gives zeros
+    elif mask_kind == "float":
+        mask = _floats(2, 2, 17, 50)
+    else:
+        keys = np.where(RNG.random((1, 1, 1, 50)) > 0.5, 0.0, -np.inf).astype(np.float32)
+        mask = np.ascontiguousarray(np.broadcast_to(keys, (1, 1, 17, 50)))
+    model, feeds = _attention_case(True, 2, 17, 50, 2, 2, 32, 32, mask=mask)
+    _check(model, feeds)
+
+
+@needs_kernels
+def test_attention_with_its_scores_requested_stays_in_xla():
+    model, feeds = _attention_case(False, 1, 4, 6, 2, 2, 8, 8, qk_matmul_output_mode=1)
+    model.graph.node[0].output.extend(["", "", "scores"])
+    model.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, None))
+    compiled = _check(model, feeds)
+    assert "kiln_attention" not in _custom_call_targets(compiled, feeds)
+
+
+def _packed_qkv_model(batch=2, length=9, heads=4, depth=16, widths=None, mask=True):
+    hidden = heads * depth
+    widths = widths or [hidden] * 3
+    feeds = {"x": _floats(batch, length, 128)}
+    inits = {"w": _floats(128, sum(widths), scale=0.1), "sizes": np.array(widths, np.int64)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["qkv"]),
+             helper.make_node("Split", ["qkv", "sizes"], ["q", "k", "v"], axis=-1)]
+    names = ["q", "k", "v"]
+    if mask:
+        feeds["m"] = RNG.random((batch, 1, length, length)) > 0.2
+        names.append("m")
+    kv_heads = heads * widths[1] // widths[0]
+    nodes.append(helper.make_node("Attention", names, ["y"], q_num_heads=heads, kv_num_heads=kv_heads))
+    return _model(nodes, feeds, ["y"], inits), feeds
+
+
+@needs_kernels
+@pytest.mark.parametrize("widths, mask", [(None, True), ([64, 32, 32], False)])
+def test_split_qkv_feeds_the_packed_kernel(widths, mask):
+    model, feeds = _packed_qkv_model(widths=widths, mask=mask)
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul", "kiln_packed_attention"]
+
+
+def test_packed_attention_rewrite_only_takes_split_outputs_in_order():
+    model, _ = _packed_qkv_model()
+    graph = compiler.load(model)
+    assert fuse_packed_attention(graph.copy()) == 1
+    swapped = compiler.load(model)
+    attention = next(n for n in swapped.nodes if n.op_type == "Attention")
+    q, k = attention.inputs[0], attention.inputs[1]
+    attention.replace_input_with(0, k)
+    attention.replace_input_with(1, q)
+    assert fuse_packed_attention(swapped) == 0
+    fused = graph.copy()
+    fuse_packed_attention(fused)
+    assert [(n.domain, n.op_type) for n in fused.nodes] == [("", "MatMul"), (NATIVE_DOMAIN, PACKED_ATTENTION)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape, axis, with_bias", [((3, 7, 768), -1, True), ((2, 5, 37), -1, False), ((2, 3, 4, 5), 2, True)])
+def test_layer_norm_runs_on_the_kernel(shape, axis, with_bias):
+    feeds = {"X": _floats(*shape, scale=3.0) + 1.5}
+    normalized = shape[axis:]
+    inits = {"S": _floats(*normalized)}
+    names = ["X", "S"]
+    if with_bias:
+        inits["B"] = _floats(*normalized)
+        names.append("B")
+    model = _model([helper.make_node("LayerNormalization", names, ["Y"], axis=axis, epsilon=1e-5)], feeds, ["Y"], inits)
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_layer_norm"]
+
+
+@needs_kernels
+def test_layer_norm_statistics_requested_stay_in_xla():
+    feeds = {"X": _floats(4, 32)}
+    model = _model([helper.make_node("LayerNormalization", ["X", "S"], ["Y", "Mean", "InvStd"])], feeds,
+                   ["Y", "Mean", "InvStd"], {"S": _floats(32)})
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == []
+
+
+@needs_kernels
+def test_bf16_artifacts_and_turned_off_runs_keep_xla_ops(tmp_path):
+    model, feeds = _packed_qkv_model()
+    off = compiler.compile(model, backend="cpu", opt_level=0, native_kernels=False)
+    assert off.native_products is None and _custom_call_targets(off, feeds) == []
+    bf16 = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16")
+    assert bf16.native_products is None and _custom_call_targets(bf16, feeds) == []
+    on = compiler.compile(model, backend="cpu", opt_level=0)
+    assert "native CPU kernels for attention and 1 weight products" in on.describe()
+    exported = on.export().mlir_module()
+    assert "kiln_" not in exported  # the saved artifact stays portable StableHLO
+    function, params = build_function(on.graph, LoweringOptions(platform="cpu", native_kernels=True))
+    assert function.panel_weights == ("w",) and params["w"].shape == (6, 128, 32)
+
+
+def test_turned_off_by_environment(monkeypatch):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("KILN_NATIVE", "0")
+    assert native.library() is None and native.unavailable_reason() == "turned off by KILN_NATIVE=0"
+    model, feeds = _packed_qkv_model()
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    assert "native CPU kernels unavailable: turned off by KILN_NATIVE=0" in compiled.describe()
+    for want, got in zip(onnxruntime_outputs(model, feeds), compiled(**feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
