@@ -37,10 +37,11 @@ constexpr int kDepth = 256;         // K block
 inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
 inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 
-// c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] (row stride lda) * b[kc x NR]
+// c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] (row stride lda) * b[kc x NR];
+// meanwhile the first `ahead_rows` rows of `ahead` (a later panel slice) are fetched into L2
 template <int R>
 void Tile(int kc, const float* __restrict a, int64_t lda, const float* __restrict b, float* __restrict c,
-          int64_t ldc, bool first, const float* bias) {
+          int64_t ldc, bool first, const float* bias, const float* ahead, int ahead_rows) {
   Vec lo[R], hi[R];
   if (first) {
     const Vec b0 = bias ? Load(bias) : _mm512_setzero_ps(), b1 = bias ? Load(bias + kLanes) : _mm512_setzero_ps();
@@ -49,6 +50,10 @@ void Tile(int kc, const float* __restrict a, int64_t lda, const float* __restric
     for (int r = 0; r < R; ++r) lo[r] = Load(c + r * ldc), hi[r] = Load(c + r * ldc + kLanes);
   }
   for (int k = 0; k < kc; ++k) {
+    if (k < ahead_rows) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k * kPanel), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k * kPanel + kLanes), _MM_HINT_T1);
+    }
     const Vec b0 = Load(b + k * kPanel), b1 = Load(b + k * kPanel + kLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
@@ -60,7 +65,8 @@ void Tile(int kc, const float* __restrict a, int64_t lda, const float* __restric
   for (int r = 0; r < R; ++r) Store(c + r * ldc, lo[r]), Store(c + r * ldc + kLanes, hi[r]);
 }
 
-using TileFn = void (*)(int, const float*, int64_t, const float*, float*, int64_t, bool, const float*);
+using TileFn = void (*)(int, const float*, int64_t, const float*, float*, int64_t, bool, const float*, const float*,
+                        int);
 
 template <int... Rs>
 constexpr std::array<TileFn, sizeof...(Rs)> MakeTiles(std::integer_sequence<int, Rs...>) {
@@ -73,14 +79,15 @@ inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
 // One tile of c: rows [i0, i0 + rows) x panel p, K block [k0, k0 + kc); a ragged last panel goes
 // through a full-width scratch tile.
 inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
-                      float* c, int64_t ldc, int64_t p, int64_t k0, int kc, int64_t i0, int rows) {
+                      float* c, int64_t ldc, int64_t p, int64_t k0, int kc, int64_t i0, int rows,
+                      const float* ahead = nullptr, int ahead_rows = 0) {
   const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, n - n0);
   const float* ar = a + i0 * lda + k0;
   const float* b = panels + (p * k + k0) * kPanel;
   float* cr = c + i0 * ldc + n0;
   const float* panel_bias = bias ? bias + n0 : nullptr;
   if (width == kPanel) {
-    kTiles[rows - 1](kc, ar, lda, b, cr, ldc, k0 == 0, panel_bias);
+    kTiles[rows - 1](kc, ar, lda, b, cr, ldc, k0 == 0, panel_bias, ahead, ahead_rows);
     return;
   }
   alignas(64) float scratch[kRows * kPanel];
@@ -88,23 +95,30 @@ inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const f
   if (panel_bias) std::memcpy(bias_pad, panel_bias, width * sizeof(float));
   if (k0 != 0)
     for (int r = 0; r < rows; ++r) std::memcpy(scratch + r * kPanel, cr + r * ldc, width * sizeof(float));
-  kTiles[rows - 1](kc, ar, lda, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr);
+  kTiles[rows - 1](kc, ar, lda, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr, ahead, ahead_rows);
   for (int r = 0; r < rows; ++r) std::memcpy(cr + r * ldc, scratch + r * kPanel, width * sizeof(float));
 }
 
 // c[rows r0..r1, panels p0..p1] = a[m, k] (row stride lda) x panels[PanelCount(n)][k][NR] (+ bias[n]),
-// c with row stride ldc. Panels go in groups of kGroup: for each K block and row tile the tile's
-// rows of a stay in L1 while the group's panel slices (kGroup x kDepth x NR floats) sit in L2.
-constexpr int64_t kGroup = 4;
+// c with row stride ldc: panel by panel, K block by K block, every row tile reusing the panel slice
+// from L1.
 inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
                          float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1) {
-  for (int64_t g = p0; g < p1; g += kGroup) {
-    const int64_t g1 = std::min(p1, g + kGroup);
+  const int64_t tiles = (r1 - r0 + kRows - 1) / kRows;
+  for (int64_t p = p0; p < p1; ++p) {
     for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
       const int kc = static_cast<int>(std::min<int64_t>(kDepth, k - k0));
-      for (int64_t i0 = r0; i0 < r1; i0 += kRows) {
+      // the next slice (this panel's next K block, else the next panel's first) follows in memory;
+      // each row tile fetches its share of it, so the weight streams in evenly
+      const bool last = p + 1 == p1 && k0 + kDepth >= k;
+      const float* next = panels + (p * k + k0 + kc) * kPanel;
+      const int next_rows = last ? 0 : kDepth;
+      const int share = static_cast<int>((next_rows + tiles - 1) / tiles);
+      for (int64_t t = 0, i0 = r0; i0 < r1; ++t, i0 += kRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - i0));
-        for (int64_t p = g; p < g1; ++p) PanelTile(n, k, a, lda, panels, bias, c, ldc, p, k0, kc, i0, rows);
+        const int from = static_cast<int>(std::min<int64_t>(next_rows, t * share));
+        const int count = static_cast<int>(std::min<int64_t>(next_rows - from, share));
+        PanelTile(n, k, a, lda, panels, bias, c, ldc, p, k0, kc, i0, rows, next + from * kPanel, count);
       }
     }
   }
