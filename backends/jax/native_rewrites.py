@@ -1,74 +1,141 @@
 """Graph rewrites made only for the native CPU kernels, on the lowering's private copy of the graph.
 
-Split(qkv, last axis) -> Attention(q, k, v) becomes one PackedAttention(qkv, ...) node in the
-ai.graphkiln.native domain: the attention kernel reads the three heads' columns straight out of the
-fused projection's rows, where XLA would first copy three slices out of it (BERT and GPT-2 run
-the fused QKV product of merge_sibling_matmuls into such a Split on every layer)."""
+An Attention node's q, k and v are often views of one tensor reached through Split, Gather,
+Reshape, Transpose and (Un)Squeeze (a fused QKV projection cut into heads: merge_sibling_matmuls'
+Split in BERT and GPT-2, torchvision's Reshape/Transpose/Gather chain in ViT), and its output is
+often transposed back before the out-projection. XLA copies every one of those views; the
+attention kernel reads strided views instead. `fuse_attention_views` replaces such an Attention
+with a ViewAttention node (domain ai.graphkiln.native) that takes the tensors the chains start
+from plus the chains themselves, and produces the transposed output directly where a Transpose
+was its only reader. The lowering works out the strides once shapes are concrete (view_chains.py)
+and replays the chains as ordinary ops where they are not plain views."""
 
 from __future__ import annotations
 
-from compiler.ir import Attr, AttrType, Graph, Node
+import json
+
+import numpy as np
+
+from compiler.ir import Attr, AttrType, Graph, Node, Value
 
 NATIVE_DOMAIN = "ai.graphkiln.native"
-PACKED_ATTENTION = "PackedAttention"
+VIEW_ATTENTION = "ViewAttention"
+VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity"})
 
 
-def fuse_packed_attention(graph: Graph) -> int:
-    """Rewrite every Split -> 3-D Attention pair the kernel can read packed; returns how many."""
-    fused = 0
+def fuse_attention_views(graph: Graph) -> int:
+    """Rewrite every Attention without a KV cache into a ViewAttention; returns how many were
+    rewritten with at least one view chain or output transpose absorbed."""
+    absorbed = 0
     for node in list(graph.nodes):
-        split = _packed_split(node)
-        if split is None:
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 3:
             continue
-        sizes = _split_sizes(split)
-        if sizes is None:
+        if any(node.inputs[i] is not None for i in (4, 5) if i < len(node.inputs)) or None in node.inputs[:3]:
             continue
-        attributes = {name: attr for name, attr in node.attributes.items()}
-        attributes["split_sizes"] = Attr("split_sizes", AttrType.INTS, list(sizes))
-        packed = Node(PACKED_ATTENTION, [split.inputs[0], *node.inputs[3:]], attributes, domain=NATIVE_DOMAIN,
-                      outputs=[None] * len(node.outputs), name=f"{node.name or 'attention'}_packed")
-        graph.insert_node(packed, before=node)
-        for old, new in zip(node.outputs, packed.outputs):
-            if old is not None:
-                new.type = old.type
+        traced = [_trace(value) for value in node.inputs[:3]]
+        transpose = _output_transpose(node)
+        if not any(chain for _, chain in traced) and transpose is None:
+            continue
+        attributes = dict(node.attributes)
+        for name, (_, chain) in zip(("q_chain", "k_chain", "v_chain"), traced):
+            attributes[name] = Attr(name, AttrType.STRING, json.dumps(chain))
+        perm = list(transpose.attributes["perm"].value) if transpose is not None else [0, 1, 2, 3]
+        attributes["output_perm"] = Attr("output_perm", AttrType.INTS, perm)
+        inputs = [base for base, _ in traced] + list(node.inputs[3:])
+        fused = Node(VIEW_ATTENTION, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None] * len(node.outputs),
+                     name=f"{node.name or 'attention'}_views")
+        graph.insert_node(fused, before=node)
+        replaced = [transpose.outputs[0], *node.outputs[1:]] if transpose is not None else list(node.outputs)
+        for old, new in zip(replaced, fused.outputs):
+            new.type = old.type
+            if old.uses or old.is_graph_output():
                 graph.replace_all_uses_with(old, new)
+        originals = list(node.inputs[:3])
+        graph.remove_nodes([transpose, node] if transpose is not None else [node])
+        _remove_dead_views(graph, originals)
+        absorbed += 1
+    return absorbed
+
+
+def _remove_dead_views(graph: Graph, values) -> None:
+    """Remove the view ops above `values` that nothing reads any more."""
+    pending = [v.producer for v in values if v is not None and v.producer is not None]
+    while pending:
+        node = pending.pop()
+        if node.graph is not graph or node.op_type not in VIEW_OPS:
+            continue
+        if any(o.uses or o.is_graph_output() for o in node.outputs):
+            continue
+        pending.extend(v.producer for v in node.inputs if v is not None and v.producer is not None)
         graph.remove_node(node)
-        if not any(o.uses or o.is_graph_output() for o in split.outputs if o is not None):
-            graph.remove_node(split)
-        fused += 1
-    return fused
 
 
-def _packed_split(node: Node) -> Node | None:
-    """The Split whose outputs 0, 1, 2 are this 3-D Attention's q, k, v, in order."""
-    if node.op_type != "Attention" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 3:
-        return None
-    q, k, v = node.inputs[:3]
-    if q is None or k is None or v is None or q.producer is None:
-        return None
-    split = q.producer
-    if split.op_type != "Split" or split.domain not in ("", "ai.onnx") or len(split.outputs) != 3:
-        return None
-    if [q.index, k.producer is split and k.index, v.producer is split and v.index] != [0, 1, 2]:
-        return None
-    if node.attributes.get("q_num_heads") is None or node.attributes.get("kv_num_heads") is None:
-        return None
-    source = split.inputs[0]
-    rank = len(source.shape) if source is not None and source.shape is not None else None
-    axis = split.attributes.get("axis")
-    axis = 0 if axis is None else axis.value
-    return split if rank == 3 and axis in (-1, 2) else None
+def _trace(value: Value) -> tuple[Value, list]:
+    """(the tensor `value` is a view of, the steps from it to `value`), walking up view-only ops."""
+    steps: list[list] = []
+    while value.producer is not None and value.producer.op_type in VIEW_OPS and value.producer.domain in ("", "ai.onnx"):
+        step = _step(value.producer, value)
+        if step is None:
+            break
+        if step:
+            steps.append(step)
+        value = value.producer.inputs[0]
+    return value, steps[::-1]
 
 
-def _split_sizes(split: Node) -> tuple[int, int, int] | None:
-    """The three widths of the split, where they are known now."""
-    if len(split.inputs) > 1 and split.inputs[1] is not None:
-        sizes = split.inputs[1].const_value
-        return tuple(int(s) for s in sizes.numpy().reshape(-1)) if sizes is not None else None
-    split_attr = split.attributes.get("split")
-    if split_attr is not None:
-        return tuple(int(s) for s in split_attr.value)
-    width = split.inputs[0].shape[-1] if split.inputs[0].shape is not None else None
-    if isinstance(width, int) and width % 3 == 0:
-        return (width // 3,) * 3
+def _step(node: Node, output: Value) -> list | None:
+    """The view step `node` applies to its first input to make `output` ([] for Identity), or None
+    when it is not a view with constant parameters."""
+    attrs = {name: attr.value for name, attr in node.attributes.items()}
+    constant = [_constant(v) for v in node.inputs[1:]]
+    if node.op_type == "Identity":
+        return []
+    if node.op_type == "Transpose":
+        return ["transpose", list(attrs["perm"])] if "perm" in attrs else None
+    if node.op_type == "Reshape":
+        if not constant or constant[0] is None:
+            return None
+        target = [int(d) for d in constant[0].reshape(-1)]
+        return None if attrs.get("allowzero") and 0 in target else ["reshape", target]
+    if node.op_type in ("Squeeze", "Unsqueeze"):
+        axes = attrs.get("axes") if "axes" in attrs else (constant[0] if constant else None)
+        if axes is None and node.op_type == "Unsqueeze":
+            return None
+        if constant and constant[0] is None:
+            return None
+        return [node.op_type.lower(), None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]]
+    if node.op_type == "Gather":
+        index = constant[0] if constant else None
+        if index is None or index.size != 1:
+            return None
+        axis = int(attrs.get("axis", 0))
+        return ["gather", axis, int(index.reshape(-1)[0])] if index.ndim == 0 else ["slice", axis, int(index.reshape(-1)[0]), 1]
+    if node.op_type == "Split":
+        axis = int(attrs.get("axis", 0))
+        sizes = constant[0] if constant else (np.asarray(attrs["split"]) if "split" in attrs else None)
+        if constant and sizes is None:
+            return None
+        if sizes is None:
+            return ["split", axis, output.index, len(node.outputs)]  # equal parts, sized at trace time
+        sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
+        return ["slice", axis, sum(sizes[: output.index]), sizes[output.index]]
     return None
+
+
+def _constant(value: Value | None) -> np.ndarray | None:
+    if value is None or value.const_value is None:
+        return None
+    return np.asarray(value.const_value.numpy())
+
+
+def _output_transpose(node: Node) -> Node | None:
+    """The Transpose that is the only reader of the node's output (keeping the features last), when
+    no other output is read."""
+    y = node.outputs[0]
+    if y.is_graph_output() or len(y.uses) != 1 or any(o.uses or o.is_graph_output() for o in node.outputs[1:]):
+        return None
+    reader = y.uses[0].node
+    perm = reader.attributes.get("perm")
+    if reader.op_type != "Transpose" or reader.domain not in ("", "ai.onnx") or perm is None:
+        return None
+    return reader if len(perm.value) == 4 and perm.value[-1] == 3 else None

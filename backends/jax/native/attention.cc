@@ -5,9 +5,8 @@
 // at BERT's 12 heads x 128 tokens that is several times the products' arithmetic. Here each item
 // packs its head's K^T and V into panels once (tile.h), multiplies a block of query rows against
 // them with the same register tile as the GEMM, and does the softmax on the block while it is in
-// cache. Q, K, V and the output are read and written in either ONNX layout, [B, S, H*D] or
-// [B, H, S, D], or Q, K, V straight from the rows of a fused QKV projection, so no head transpose
-// or slice runs. The additive bias has any broadcastable 4-D shape.
+// cache. Q, K, V and the output are strided views (see Attention below), so no head transpose or
+// slice runs before or after it. The additive bias has any broadcastable 4-D shape.
 // A query row whose scores are all -inf gives zeros (ONNX Attention's fully masked rows).
 
 #include <cmath>
@@ -45,12 +44,6 @@ inline Vec Exp(Vec x) {
 struct Layout {  // element strides of a [batch, head, position, feature] view; features contiguous
   int64_t batch, head, position;
 };
-
-// The strides of an operand given as [B, S, H*D] (three_d) or [B, H, S, D].
-Layout StridesOf(bool three_d, int64_t heads, int64_t positions, int64_t features) {
-  if (three_d) return {positions * heads * features, features, heads * features};
-  return {heads * positions * features, positions * features, features};
-}
 
 struct Problem {
   int64_t batch, q_heads, kv_heads, q_len, kv_len, depth, v_depth;
@@ -158,70 +151,41 @@ ffi::Error Run(Problem& pr, ffi::Buffer<ffi::F32>& bias, ffi::ThreadPool& pool) 
   return ffi::Error::Success();
 }
 
-bool HeadsValid(int64_t q_heads, int64_t kv_heads) { return q_heads > 0 && kv_heads > 0 && q_heads % kv_heads == 0; }
-
-// q [B, Sq, Hq*D] or [B, Hq, Sq, D]; k, v in the same layout with Hkv heads; bias 4-D, broadcastable
-// to [B, Hq, Sq, Skv]; y like q with Dv features.
+// Each of q, k, v and y is a strided view of its buffer: `*_view` = (offset, batch, head, position)
+// element strides, features contiguous; sizes = (batch, q_heads, kv_heads, q_len, kv_len, depth,
+// v_depth). Plain [B, S, H*D] or [B, H, S, D] tensors, heads inside a fused QKV projection and
+// head-transposed outputs are all such views, so none of them is copied.
 ffi::Error Attention(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                      ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
-                     int64_t q_heads, int64_t kv_heads, float scale) {
-  const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
-  const bool three_d = qd.size() == 3;
-  if ((qd.size() != 3 && qd.size() != 4) || kd.size() != qd.size() || vd.size() != qd.size())
-    return ffi::Error::InvalidArgument("kiln_attention: q, k, v must all be 3-D or all 4-D");
-  if (!HeadsValid(q_heads, kv_heads))
+                     ffi::Span<const int64_t> sizes, ffi::Span<const int64_t> q_view, ffi::Span<const int64_t> k_view,
+                     ffi::Span<const int64_t> v_view, ffi::Span<const int64_t> y_view, float scale) {
+  if (sizes.size() != 7 || q_view.size() != 4 || k_view.size() != 4 || v_view.size() != 4 || y_view.size() != 4)
+    return ffi::Error::InvalidArgument("kiln_attention: sizes takes 7 values and each view 4");
+  Problem pr{};
+  pr.batch = sizes[0], pr.q_heads = sizes[1], pr.kv_heads = sizes[2], pr.q_len = sizes[3], pr.kv_len = sizes[4];
+  pr.depth = sizes[5], pr.v_depth = sizes[6];
+  if (pr.q_heads <= 0 || pr.kv_heads <= 0 || pr.q_heads % pr.kv_heads)
     return ffi::Error::InvalidArgument("kiln_attention: query heads must be a multiple of key/value heads");
-  Problem pr{};
-  pr.batch = qd[0];
-  pr.q_heads = q_heads;
-  pr.kv_heads = kv_heads;
-  pr.q_len = three_d ? qd[1] : qd[2];
-  pr.kv_len = three_d ? kd[1] : kd[2];
-  pr.depth = three_d ? qd[2] / q_heads : qd[3];
-  pr.v_depth = three_d ? vd[2] / kv_heads : vd[3];
-  if ((three_d ? kd[2] / kv_heads : kd[3]) != pr.depth || (three_d ? vd[1] : vd[2]) != pr.kv_len ||
-      (!three_d && (qd[1] != q_heads || kd[1] != kv_heads || vd[1] != kv_heads)))
-    return ffi::Error::InvalidArgument("kiln_attention: q, k and v shapes disagree");
+  // the last element each view reaches must lie inside its buffer
+  auto fits = [](ffi::Span<const int64_t> view, int64_t b, int64_t h, int64_t s, int64_t d, size_t count) {
+    if (view[0] < 0 || view[1] < 0 || view[2] < 0 || view[3] < 0) return false;
+    const int64_t last = view[0] + (b - 1) * view[1] + (h - 1) * view[2] + (s - 1) * view[3] + d - 1;
+    return b == 0 || h == 0 || s == 0 || d == 0 || last < static_cast<int64_t>(count);
+  };
+  if (!fits(q_view, pr.batch, pr.q_heads, pr.q_len, pr.depth, q.element_count()) ||
+      !fits(k_view, pr.batch, pr.kv_heads, pr.kv_len, pr.depth, k.element_count()) ||
+      !fits(v_view, pr.batch, pr.kv_heads, pr.kv_len, pr.v_depth, v.element_count()) ||
+      !fits(y_view, pr.batch, pr.q_heads, pr.q_len, pr.v_depth, y->element_count()))
+    return ffi::Error::InvalidArgument("kiln_attention: a view reaches outside its buffer");
   pr.scale = scale;
-  pr.q = q.typed_data();
-  pr.k = k.typed_data();
-  pr.v = v.typed_data();
-  pr.y = y->typed_data();
-  pr.ql = StridesOf(three_d, q_heads, pr.q_len, pr.depth);
-  pr.kl = StridesOf(three_d, kv_heads, pr.kv_len, pr.depth);
-  pr.vl = StridesOf(three_d, kv_heads, pr.kv_len, pr.v_depth);
-  pr.yl = StridesOf(three_d, q_heads, pr.q_len, pr.v_depth);
-  return Run(pr, bias, pool);
-}
-
-// q, k and v side by side in the rows of one [B, S, Wq + Wk + Wv] tensor (a fused QKV projection);
-// y [B, S, Hq*Dv].
-ffi::Error PackedAttention(ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y,
-                           ffi::ThreadPool pool, int64_t q_heads, int64_t kv_heads, float scale, int64_t q_width,
-                           int64_t k_width) {
-  const auto d = qkv.dimensions();
-  if (d.size() != 3 || !HeadsValid(q_heads, kv_heads))
-    return ffi::Error::InvalidArgument("kiln_packed_attention: qkv must be 3-D, heads a multiple of kv heads");
-  const int64_t row = d[2], v_width = row - q_width - k_width;
-  if (q_width % q_heads || k_width % kv_heads || v_width <= 0 || v_width % kv_heads ||
-      q_width / q_heads != k_width / kv_heads)
-    return ffi::Error::InvalidArgument("kiln_packed_attention: the widths do not split into heads");
-  Problem pr{};
-  pr.batch = d[0];
-  pr.q_heads = q_heads;
-  pr.kv_heads = kv_heads;
-  pr.q_len = pr.kv_len = d[1];
-  pr.depth = q_width / q_heads;
-  pr.v_depth = v_width / kv_heads;
-  pr.scale = scale;
-  pr.q = qkv.typed_data();
-  pr.k = pr.q + q_width;
-  pr.v = pr.k + k_width;
-  pr.y = y->typed_data();
-  pr.ql = {d[1] * row, pr.depth, row};
-  pr.kl = {d[1] * row, pr.depth, row};
-  pr.vl = {d[1] * row, pr.v_depth, row};
-  pr.yl = StridesOf(true, q_heads, pr.q_len, pr.v_depth);
+  pr.q = q.typed_data() + q_view[0];
+  pr.k = k.typed_data() + k_view[0];
+  pr.v = v.typed_data() + v_view[0];
+  pr.y = y->typed_data() + y_view[0];
+  pr.ql = {q_view[1], q_view[2], q_view[3]};
+  pr.kl = {k_view[1], k_view[2], k_view[3]};
+  pr.vl = {v_view[1], v_view[2], v_view[3]};
+  pr.yl = {y_view[1], y_view[2], y_view[3]};
   return Run(pr, bias, pool);
 }
 
@@ -236,18 +200,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnAttention, kiln::Attention,
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Ctx<xla::ffi::ThreadPool>()
-                                  .Attr<int64_t>("q_heads")
-                                  .Attr<int64_t>("kv_heads")
+                                  .Attr<xla::ffi::Span<const int64_t>>("sizes")
+                                  .Attr<xla::ffi::Span<const int64_t>>("q_view")
+                                  .Attr<xla::ffi::Span<const int64_t>>("k_view")
+                                  .Attr<xla::ffi::Span<const int64_t>>("v_view")
+                                  .Attr<xla::ffi::Span<const int64_t>>("y_view")
                                   .Attr<float>("scale"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPackedAttention, kiln::PackedAttention,
-                              xla::ffi::Ffi::Bind()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ctx<xla::ffi::ThreadPool>()
-                                  .Attr<int64_t>("q_heads")
-                                  .Attr<int64_t>("kv_heads")
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("q_width")
-                                  .Attr<int64_t>("k_width"));

@@ -4,6 +4,7 @@ softmax_precision and the qk_matmul_output modes. Contractions go through precis
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jax
@@ -11,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import native_attention, precision
-from ..native_rewrites import NATIVE_DOMAIN, PACKED_ATTENTION
+from ..native_rewrites import NATIVE_DOMAIN, VIEW_ATTENTION
 from ..registry import LoweringContext, lowering
+from ..view_chains import replay, strided_view
 from ._helpers import numpy_dtype
 
 MODE_WITH_BIAS = 2
@@ -142,44 +144,51 @@ def attention(ctx: LoweringContext, q: Any, k: Any, v: Any, attn_mask: Any = Non
     return y, present_key, present_value, qk_output.astype(dtype)
 
 
-def _native(q, k, v, attn_mask, nonpad_kv_seqlen, is_causal, scale, left, right, q_heads, kv_heads, packed=None):
-    """Attention on the native CPU kernel (reading `packed` = (qkv, widths) in place of q, k, v
-    where given); present_key/value are k and v (no cache)."""
-    sequence_axis = 1 if q.ndim == 3 else 2
+def _native(q, k, v, attn_mask, nonpad_kv_seqlen, is_causal, scale, left, right, q_heads, kv_heads, views=None,
+            output_perm=(0, 1, 2, 3)):
+    """Attention on the native CPU kernel, reading q, k, v through `views` (HeadViews of the
+    buffers they are views of) where given; present_key/value are k and v (no cache)."""
+    three_d = q.ndim == 3
+    sequence_axis = 1 if three_d else 2
     q_len, kv_len, batch = q.shape[sequence_axis], k.shape[sequence_axis], q.shape[0]
-    depth = q.shape[-1] // q_heads if q.ndim == 3 else q.shape[-1]
+    depth = q.shape[-1] // q_heads if three_d else q.shape[-1]
     bias = None
     if attn_mask is not None or is_causal or left >= 0 or right >= 0 or nonpad_kv_seqlen is not None:
         offset = 0 if nonpad_kv_seqlen is None else jnp.asarray(nonpad_kv_seqlen).reshape(-1) - q_len
         bias = attention_bias(q_len, kv_len, batch, q.dtype, attn_mask, is_causal, offset, nonpad_kv_seqlen, left, right)
-    scale = scale if scale is not None else 1.0 / np.sqrt(depth)
-    if packed is not None:
-        y = native_attention.packed_attention(packed[0], bias, widths=packed[1], q_heads=q_heads, kv_heads=kv_heads,
-                                              scale=scale)
-    else:
-        y = native_attention.attention(q, k, v, bias, q_heads=q_heads, kv_heads=kv_heads, scale=scale)
+    views = views or [native_attention.plain_view(x, heads) for x, heads in ((q, q_heads), (k, kv_heads), (v, kv_heads))]
+    y = native_attention.attention(*views, bias, output_perm=output_perm, three_d_output=three_d,
+                                   scale=scale if scale is not None else 1.0 / np.sqrt(depth))
     return y, k, v, jnp.zeros((), q.dtype)
 
 
-@lowering(PACKED_ATTENTION, domain=NATIVE_DOMAIN)
-def packed_attention(ctx: LoweringContext, qkv: Any, attn_mask: Any = None, past_key: Any = None,
-                     past_value: Any = None, nonpad_kv_seqlen: Any = None, *, split_sizes: list[int],
-                     **attributes: Any) -> Any:
-    """Split(qkv) -> Attention as native_rewrites.py fused them: the kernel reads q, k, v out of
-    qkv's rows where it can run the node, else the two ops as written."""
-    qkv = jnp.asarray(qkv)
-    offsets = np.cumsum([0, *split_sizes])
-    q, k, v = (qkv[..., int(offsets[i]):int(offsets[i + 1])] for i in range(3))
-    q_heads, kv_heads = attributes.get("q_num_heads") or 0, attributes.get("kv_num_heads") or 0
-    if (past_key is None and attributes.get("softcap", 0.0) in (0, 0.0) and not ctx.output_needed(3)
-            and native_attention.runs_natively(ctx, q, k, v, past_key=None, softcap=0.0,
-                                               softmax_precision=attributes.get("softmax_precision"),
-                                               q_heads=q_heads, kv_heads=kv_heads)
-            and k.shape[1] == q.shape[1] and jnp.shape(qkv)[-1] == sum(split_sizes)):
+@lowering(VIEW_ATTENTION, domain=NATIVE_DOMAIN)
+def view_attention(ctx: LoweringContext, q_base: Any, k_base: Any, v_base: Any, attn_mask: Any = None,
+                   past_key: Any = None, past_value: Any = None, nonpad_kv_seqlen: Any = None, *, q_chain: str,
+                   k_chain: str, v_chain: str, output_perm: list[int], **attributes: Any) -> Any:
+    """An Attention whose q, k, v are views (chains) of other tensors and whose output is
+    transposed by output_perm (native_rewrites.py): the kernel reads the views in place where it
+    can run the node, else the chains, the attention and the transpose run as written."""
+    bases = [jnp.asarray(b) for b in (q_base, k_base, v_base)]
+    chains = [json.loads(c.decode() if isinstance(c, bytes) else c) for c in (q_chain, k_chain, v_chain)]
+    q, k, v = (replay(jnp, base, chain) for base, chain in zip(bases, chains))
+    perm = tuple(int(a) for a in output_perm)
+    q_heads, kv_heads = ((attributes.get("q_num_heads") or 0, attributes.get("kv_num_heads") or 0) if q.ndim == 3
+                         else (q.shape[1], k.shape[1]))
+    if native_attention.runs_natively(ctx, q, k, v, past_key=past_key, softcap=attributes.get("softcap", 0.0),
+                                      softmax_precision=attributes.get("softmax_precision"), q_heads=q_heads,
+                                      kv_heads=kv_heads):
+        views = []
+        for base, chain, operand, heads in zip(bases, chains, (q, k, v), (q_heads, kv_heads, kv_heads)):
+            found = strided_view(tuple(base.shape), chain) if base.dtype == jnp.float32 else None
+            view = native_attention.head_view(base, *found, heads) if found else None
+            views.append(view or native_attention.plain_view(operand, heads))
         return _native(q, k, v, attn_mask, nonpad_kv_seqlen, attributes.get("is_causal", 0), attributes.get("scale"),
                        attributes.get("left_window_size", -1), attributes.get("right_window_size", -1), q_heads,
-                       kv_heads, packed=(qkv, tuple(split_sizes)))
-    return attention(ctx, q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, **attributes)
+                       kv_heads, views=views, output_perm=perm)
+    y, present_key, present_value, scores = attention(ctx, q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen,
+                                                      **attributes)
+    return (jnp.transpose(y, perm) if perm != (0, 1, 2, 3) else y), present_key, present_value, scores
 
 
 def _flex_softmax_dtype(dtype: Any, softmax_precision: int | None) -> Any:
