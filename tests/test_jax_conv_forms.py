@@ -1,4 +1,4 @@
-"""Depthwise and 1x1 convolutions lowered in their cheaper forms (backends/jax/conv_forms.py): same
+"""Depthwise, 1x1 and patch-embedding convolutions lowered in their cheaper forms (backends/jax/conv_forms.py): same
 results as onnxruntime, and no XLA convolution left in the program; Conv kernels and MatMul/Gemm
 weights stored in the layout XLA reads (backends/jax/weight_layout.py) and read in place, also
 through a saved artifact."""
@@ -22,6 +22,10 @@ CASES = [  # (attributes, input shape, weight shape): depthwise ...
     ({}, (2, 8, 5, 7), (4, 8, 1, 1)),
     ({"strides": [2, 3]}, (1, 8, 9, 10), (6, 8, 1, 1)),
     ({"strides": [1, 2, 1]}, (2, 3, 4, 5, 6), (5, 3, 1, 1, 1)),
+    # ... and patchify (ViT's patch embedding; a remainder that no patch covers is dropped)
+    ({"strides": [8, 8]}, (2, 3, 32, 24), (32, 3, 8, 8)),
+    ({"strides": [3, 3]}, (1, 4, 10, 13), (5, 4, 3, 3)),
+    ({"strides": [2, 4]}, (1, 2, 9, 8), (3, 2, 2, 4)),
 ]
 
 

@@ -279,3 +279,15 @@ def test_turned_off_by_environment(monkeypatch):
     assert "native CPU kernels unavailable: turned off by KILN_NATIVE=0" in compiled.describe()
     for want, got in zip(onnxruntime_outputs(model, feeds), compiled(**feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("bias_first, bias_shape", [(False, (300,)), (True, (1, 1, 300)), (False, (5, 300))])
+def test_matmul_bias_row_is_added_by_the_kernel(bias_first, bias_shape):
+    feeds = {"X": _floats(2, 5, 128)}
+    add_inputs = ["b", "P"] if bias_first else ["P", "b"]
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["P"]), helper.make_node("Add", add_inputs, ["Y"])]
+    model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 300, scale=0.1), "b": _floats(*bias_shape)})
+    compiled = _check(model, feeds, opt_level=0)
+    row = bias_shape[:-1] == (1,) * (len(bias_shape) - 1)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias" if row else "kiln_panel_matmul"]

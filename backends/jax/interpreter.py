@@ -16,7 +16,7 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
-from .native_rewrites import fuse_attention_views
+from .native_rewrites import fuse_attention_views, fuse_matmul_bias
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
@@ -272,6 +272,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
         options = replace(options, native_kernels=False)
     if options.native_kernels:
         fuse_attention_views(prepared)
+        fuse_matmul_bias(prepared)
     params, statics = split_initializers(prepared)
     opsets = dict(prepared.opset_imports)
     inputs = [v for v in prepared.inputs if v.const_value is None]

@@ -20,6 +20,7 @@ from compiler.ir import Attr, AttrType, Graph, Node, Value
 
 NATIVE_DOMAIN = "ai.graphkiln.native"
 VIEW_ATTENTION = "ViewAttention"
+MATMUL_BIAS = "MatMulBias"
 VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity"})
 
 
@@ -55,6 +56,43 @@ def fuse_attention_views(graph: Graph) -> int:
         _remove_dead_views(graph, originals)
         absorbed += 1
     return absorbed
+
+
+def fuse_matmul_bias(graph: Graph) -> int:
+    """MatMul(x, W) -> Add(., b), W and b constants and b one row of N values, becomes
+    MatMulBias(x, W, b), so the panel kernel adds the bias as it stores the product instead of XLA
+    reading the product back for it; returns how many."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or _constant_shape(node.inputs[1]) is None:
+            continue
+        product = node.outputs[0]
+        if product.is_graph_output() or len(product.uses) != 1:
+            continue
+        add = product.uses[0].node
+        if add.op_type != "Add" or add.domain not in ("", "ai.onnx"):
+            continue
+        bias = add.inputs[1 - product.uses[0].index]
+        columns = _constant_shape(node.inputs[1])[-1]
+        bias_shape = _constant_shape(bias)
+        rank = len(product.shape) if product.shape is not None else None
+        if bias_shape is None or rank is None or len(bias_shape) > rank or list(bias_shape) != [1] * (len(bias_shape) - 1) + [columns]:
+            continue
+        merged = Node(MATMUL_BIAS, [node.inputs[0], node.inputs[1], bias], {}, domain=NATIVE_DOMAIN, outputs=[None],
+                      name=f"{node.name or 'matmul'}_bias")
+        graph.insert_node(merged, before=add)
+        merged.outputs[0].type = add.outputs[0].type
+        graph.replace_all_uses_with(add.outputs[0], merged.outputs[0])
+        graph.remove_nodes([add, node])
+        fused += 1
+    return fused
+
+
+def _constant_shape(value: Value | None) -> tuple[int, ...] | None:
+    """The shape of a float32 constant (initializer), else None."""
+    if value is None or value.const_value is None or value.dtype is None or value.dtype.name != "FLOAT":
+        return None
+    return tuple(value.const_value.shape)
 
 
 def _remove_dead_views(graph: Graph, values) -> None:

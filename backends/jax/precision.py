@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .conv_forms import depthwise_conv, is_depthwise, is_pointwise, pointwise_conv
+from .conv_forms import depthwise_conv, is_depthwise, is_patchify, is_pointwise, patchify_conv, pointwise_conv
 from .panel_matmul import PanelWeight, panel_matmul, runs_natively
 from .weight_layout import RowsAlongK
 
@@ -134,6 +134,9 @@ def conv(
     if result_dtype is not None and is_pointwise(lhs, rhs, padding, lhs_dilation, dimension_numbers,
                                                  feature_group_count, batch_group_count):
         return _finish(pointwise_conv(lhs, rhs, window_strides, **kwargs), result_dtype)
+    if result_dtype is not None and is_patchify(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                                dimension_numbers, feature_group_count, batch_group_count):
+        return _finish(patchify_conv(lhs, rhs, **kwargs), result_dtype)
     if dimension_numbers is None:
         spatial = "".join("DHW"[-(lhs.ndim - 2):]) if lhs.ndim <= 5 else None
         if spatial is None:

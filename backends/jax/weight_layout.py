@@ -18,6 +18,8 @@ import numpy as np
 
 from compiler.ir import Graph
 
+from .native_rewrites import MATMUL_BIAS, NATIVE_DOMAIN
+
 
 def weight_layouts(graph: Graph, params: Mapping[str, np.ndarray], *, transpose_matmul_weights: bool = False
                    ) -> dict[str, tuple[int, ...]]:
@@ -66,6 +68,8 @@ def panel_weights(graph: Graph, params: Mapping[str, np.ndarray], min_elements: 
 
 def _right_operand_orientation(node: Any, index: int) -> bool | None:
     """False for a [K, N] right operand, True for Gemm's transB [N, K] one, None for any other use."""
+    if (node.domain, node.op_type, index) == (NATIVE_DOMAIN, MATMUL_BIAS, 1):
+        return False
     if node.domain not in ("", "ai.onnx") or index != 1:
         return None
     if node.op_type == "MatMul":
@@ -77,8 +81,14 @@ def _right_operand_orientation(node: Any, index: int) -> bool | None:
 
 
 def _plain_conv_kernel(node: Any, index: int) -> bool:
+    """A Conv kernel XLA's convolution reads: ungrouped, and not a patch embedding (stride equal to
+    the kernel: conv_forms.py multiplies those in ONNX order)."""
     group = node.attributes.get("group")
-    return node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 1 and (group is None or group.value == 1)
+    if not (node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 1 and (group is None or group.value == 1)):
+        return False
+    strides, shape = node.attributes.get("strides"), node.inputs[1].shape
+    kernel = list(shape[2:]) if shape is not None else None
+    return strides is None or kernel is None or list(strides.value) != kernel
 
 
 def stored_params(params: Mapping[str, np.ndarray], layouts: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from .. import precision
 from ..registry import lowering
+from ..native_rewrites import MATMUL_BIAS, NATIVE_DOMAIN
 from ..panel_matmul import PanelWeight, panel_matmul, runs_natively
 from ..weight_layout import RowsAlongK
 
@@ -56,6 +57,16 @@ def _row_bias(c, beta, columns):
         return None
     c = jnp.reshape(c, (columns,))
     return c if beta == 1.0 else c * jnp.asarray(beta, c.dtype)
+
+
+@lowering(MATMUL_BIAS, domain=NATIVE_DOMAIN)
+def matmul_bias(ctx, a, b, bias):
+    """MatMul -> Add(bias row) as native_rewrites.fuse_matmul_bias merged them: the bias added by
+    the panel kernel where it runs the product."""
+    if isinstance(b, PanelWeight) and runs_natively(a, b) and jnp.result_type(bias) == jnp.float32:
+        return panel_matmul(a, b, jnp.reshape(bias, (b.n,)))
+    product = precision.matmul(ctx, a, b)
+    return (product + jnp.asarray(bias)).astype(product.dtype)
 
 
 @lowering("Einsum")
