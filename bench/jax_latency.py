@@ -1,5 +1,5 @@
-"""CPU latency of graphkiln's JAX backend (-O2 and -O3) against onnxruntime (ORT_ENABLE_ALL, the same
-intra-op thread count) on the sample models and the zoo models in bench/models/ (BERT-base, GPT-2
+"""CPU latency of graphkiln's JAX backend (-O2 and -O3; with its native CPU kernels unless
+--no-native) against onnxruntime (ORT_ENABLE_ALL, the same intra-op thread count) on the sample models and the zoo models in bench/models/ (BERT-base, GPT-2
 small, ResNet-50, MobileNetV3, ViT-B/16, built by bench/build_models.py; skipped when absent).
 
 Each model runs in its own process (a fresh XLA client honours the thread pinning); in it the
@@ -7,7 +7,7 @@ kiln builds and onnxruntime are timed in alternation on the same inputs, and the
 compared (max relative difference). Results go to bench/results/jax_cpu.{json,md} with the machine,
 versions, thread counts and load average they came from.
 
-    python bench/jax_latency.py [--batch 1] [--seq 128] [--threads 2] [--repeat 20] [--only NAME]
+    python bench/jax_latency.py [--batch 1] [--seq 128] [--threads 2] [--repeat 20] [--only NAME] [--no-native]
 """
 
 from __future__ import annotations
@@ -116,11 +116,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         calls = {"onnxruntime": lambda: session.run(None, {n: feeds[n] for n in names})}
         for level in args.opt_levels:
             start = time.perf_counter()
-            model = compiler.compile(args.single, backend="cpu", opt_level=level)
+            model = compiler.compile(args.single, backend="cpu", opt_level=level, native_kernels=not args.no_native)
             outputs = model(**feeds)
             result["kiln"][f"O{level}"] = {"compile_s": time.perf_counter() - start,
                                            "max_rel_diff": max_relative_difference(expected, outputs),
-                                           "nodes": len(model.graph.nodes)}
+                                           "nodes": len(model.graph.nodes), "native_products": model.native_products}
             calls[f"O{level}"] = (lambda m: lambda: m(**feeds))(model)
         timings = time_in_blocks(calls, args.repeat, args.warmup, args.rounds)
     result["threads"] = threads
@@ -141,7 +141,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         command = [sys.executable, os.path.abspath(__file__), "--single", path, "--kind", kind, "--json", target,
                    "--batch", str(args.batch), "--seq", str(args.seq), "--repeat", str(args.repeat),
                    "--warmup", str(args.warmup), "--threads", str(args.threads)]
-        command += [f"-O{level}" for level in args.opt_levels]
+        command += [f"-O{level}" for level in args.opt_levels] + (["--no-native"] if args.no_native else [])
         print(f"== {name} ({kind}), load {os.getloadavg()[0]:.2f}", flush=True)
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
         if done.returncode == 0:
@@ -159,6 +159,14 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         os.unlink(target)
         results.append(result)
     return results
+
+
+def native_unavailable() -> str | None:
+    """Why the native CPU kernels cannot run here (None when they can)."""
+    from backends.jax import native
+
+    reason = native.unavailable_reason()
+    return f"unavailable: {reason}" if reason else None
 
 
 def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple) -> dict[str, Any]:
@@ -182,6 +190,7 @@ def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple)
         "warmup": args.warmup,
         "rounds": args.rounds,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "native_kernels": "off (--no-native)" if args.no_native else (native_unavailable() or "on"),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
     }
@@ -201,6 +210,7 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
         f"Threads: {env['threads']} for both (onnxruntime intra_op_num_threads, inter_op 1; XLA's CPU client "
         f"sized by the process's CPU affinity). XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.",
         f"Load average (1/5/15 min) before: {env['load_average_before']}, after: {env['load_average_after']}.",
+        f"Native CPU kernels (backends/jax/native: panel GEMM, attention, layer norm): {env.get('native_kernels', 'on')}.",
         "kiln: `compiler.compile(..., backend='cpu', opt_level=N)`, fp32; onnxruntime: ORT_ENABLE_ALL, "
         f"CPUExecutionProvider. Each runtime is timed in blocks of calls ({env['rounds']} rounds, the runtimes "
         "taking turns; interleaving single calls lets each runtime's spinning worker threads steal the other's "
@@ -245,6 +255,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-native", action="store_true", help="XLA's ops only (no native CPU kernels), for A/B runs")
     parser.add_argument("--rounds", type=int, default=2, help="blocks of calls per runtime, taking turns")
     parser.add_argument("-O", dest="opt_levels", type=int, action="append", help="kiln -O levels (default 2 and 3)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "jax_cpu"))
