@@ -77,13 +77,27 @@ def test_gemm_weights_run_on_the_panel_kernel(attrs, c_shape):
 
 
 @needs_kernels
-def test_small_and_shared_weights_stay_xla_dots():
+def test_small_weights_stay_xla_dots_and_shared_weights_keep_both_forms():
     feeds = {"X": _floats(16, 16), "Z": _floats(256, 8), "U": _floats(8, 256)}
     nodes = [helper.make_node("MatMul", ["X", "W"], ["H"]),  # too small
-             helper.make_node("MatMul", ["V", "Z"], ["G"]), helper.make_node("MatMul", ["U", "V"], ["F"])]  # V read as a left operand too
+             helper.make_node("MatMul", ["V", "Z"], ["G"]),  # V read as a left operand: plain
+             helper.make_node("MatMul", ["U", "V"], ["F"])]  # and as a right one: panels
     model = _model(nodes, feeds, ["H", "G", "F"], {"W": _floats(16, 16), "V": _floats(256, 256, scale=0.1)})
     compiled = _check(model, feeds)
-    assert compiled.native_products == 0 and _custom_call_targets(compiled, feeds) == []
+    assert compiled.native_products == 1 and _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]
+    assert sorted(compiled.runner.host_params) == ["V", "V::panels", "W"]
+
+
+@needs_kernels
+def test_tied_embedding_is_gathered_plain_and_multiplied_transposed_from_panels():
+    """GPT-2's LM head: the [vocab, hidden] embedding is gathered and multiplied through a Transpose."""
+    feeds = {"ids": RNG.integers(0, 300, (2, 7)).astype(np.int64)}
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["h"]), helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "Et"], ["logits"])]
+    model = _model(nodes, feeds, ["logits"], {"E": _floats(300, 64)})
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]
+    assert compiled.runner.host_params["E::panels"].shape == (10, 64, 32)
 
 
 def _attention_case(three_d, batch, q_len, kv_len, q_heads, kv_heads, depth, v_depth, mask=None, **attrs):

@@ -16,16 +16,17 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
-from .native_rewrites import fuse_attention_views, fuse_matmul_bias
+from .native_rewrites import fuse_attention_views, fuse_matmul_bias, fuse_transposed_weights
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
-from .weight_layout import onnx_order, panel_weights, stored_params, weight_layouts
+from .weight_layout import onnx_order, panel_weights, reads_panels, stored_params, weight_layouts
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
 # float inputs that determine output shapes, so they must be known while tracing
 SHAPE_LIKE_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1), ("Range", 0), ("Range", 1), ("Range", 2)})
+PANEL_SUFFIX = "::panels"  # the param holding a shared weight's packed copy
 PANEL_MIN_ELEMENTS = 1 << 14  # smaller product weights stay XLA dots, which fuse with their neighbours
 STATIC_MAX_ELEMENTS = 1 << 16  # larger all-static results are computed by XLA, not at trace time
 # ops whose output shape depends on input values: a graph holding one runs eagerly (op by op, no jit)
@@ -112,14 +113,14 @@ class Interpreter:
         last_use = _last_uses(graph)
         keep = {id(v) for v in graph.outputs}
         for position, node in enumerate(graph.nodes):
-            args = [None if v is None else _read(env, v, node) for v in node.inputs]
+            args = [None if v is None else _for_reader(_read(env, v, node), node, i) for i, v in enumerate(node.inputs)]
             results = self.evaluate(node, args, env)
             for value, result in zip(node.outputs, results):
                 env[id(value)] = result
             for dead in last_use.get(position, ()):
                 if dead not in keep:
                     env.pop(dead, None)
-        return [_read(env, v, None) for v in graph.outputs]
+        return [_for_reader(_read(env, v, None), None, 0) for v in graph.outputs]
 
     def evaluate(self, node: Node, args: list[Any], env: dict[int, Any]) -> list[Any]:
         opset = self.opsets.get(node.domain, self.opsets.get("", 1))
@@ -273,6 +274,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     if options.native_kernels:
         fuse_attention_views(prepared)
         fuse_matmul_bias(prepared)
+        fuse_transposed_weights(prepared)
     params, statics = split_initializers(prepared)
     opsets = dict(prepared.opset_imports)
     inputs = [v for v in prepared.inputs if v.const_value is None]
@@ -284,8 +286,8 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
                if options.conv_weight_layout else {})
     layouts = {name: permutation for name, permutation in layouts.items() if name not in panels}
     params = stored_params(params, layouts)
-    params.update(panels)
-    panel_columns = _panel_columns(prepared, panels)
+    for name, (packed, _, shared) in panels.items():
+        params[name + PANEL_SUFFIX if shared else name] = packed
 
     def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
         if len(input_values) != len(inputs):
@@ -295,8 +297,12 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
             env[id(value)] = param_values[name] if name in param_values else statics[name]
             if name in layouts:
                 env[id(value)] = onnx_order(env[id(value)], layouts[name])
-            elif name in panel_columns:
-                env[id(value)] = PanelWeight(env[id(value)], panel_columns[name])
+            elif name in panels:
+                _, columns, shared = panels[name]
+                if shared:
+                    env[id(value)] = SharedWeight(env[id(value)], PanelWeight(param_values[name + PANEL_SUFFIX], columns))
+                else:
+                    env[id(value)] = PanelWeight(env[id(value)], columns)
         for value, array in zip(inputs, input_values):
             env[id(value)] = unwrap(array)
         outputs = Interpreter(options, opsets).run(prepared, env)
@@ -314,23 +320,30 @@ def native_kernels_apply(options: LoweringOptions) -> bool:
     return options.platform == "cpu" and precision_name(options.precision) == "fp32" and panel_width() is not None
 
 
-def _panel_weights(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions) -> dict[str, np.ndarray]:
-    """name -> packed panels, for the fp32 product weights the native CPU kernel runs (none unless
-    options.native_kernels)."""
+def _panel_weights(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions
+                   ) -> dict[str, tuple[np.ndarray, int, bool]]:
+    """name -> (packed panels, N, shared), for the fp32 product weights the native CPU kernel runs
+    (none unless options.native_kernels); a shared weight is read by other ops too."""
     if not options.native_kernels:
         return {}
     width = panel_width()
-    chosen = panel_weights(graph, params, PANEL_MIN_ELEMENTS)
-    return {name: pack_panels(params[name].T if transposed else params[name], width)
-            for name, transposed in chosen.items()}
+    packed = {}
+    for name, choice in panel_weights(graph, params, PANEL_MIN_ELEMENTS).items():
+        weight = params[name].T if choice.transposed else params[name]
+        packed[name] = (pack_panels(weight, width), int(weight.shape[1]), choice.shared)
+    return packed
 
 
-def _panel_columns(graph: Graph, panels: dict[str, np.ndarray]) -> dict[str, int]:
-    """N of each packed weight, from its ONNX shape and orientation."""
-    columns = {}
-    for name in panels:
-        shape = graph.initializers[name].const_value.shape
-        use = graph.initializers[name].uses[0]
-        trans_b = use.node.attributes.get("transB") if use.node.op_type == "Gemm" else None
-        columns[name] = shape[0] if trans_b is not None and trans_b.value else shape[1]
-    return columns
+@dataclass(frozen=True)
+class SharedWeight:
+    """A weight that products read as packed panels and other ops read plain."""
+
+    plain: Any
+    panels: PanelWeight
+
+
+def _for_reader(arg: Any, node: Node | None, index: int) -> Any:
+    """What input `index` of `node` sees of a SharedWeight: the panels for a product, else the weight."""
+    if isinstance(arg, SharedWeight):
+        return arg.panels if node is not None and reads_panels(node, index) else arg.plain
+    return arg

@@ -21,6 +21,7 @@ from compiler.ir import Attr, AttrType, Graph, Node, Value
 NATIVE_DOMAIN = "ai.graphkiln.native"
 VIEW_ATTENTION = "ViewAttention"
 MATMUL_BIAS = "MatMulBias"
+MATMUL_TRANSPOSED = "MatMulTransposed"
 VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity"})
 
 
@@ -84,6 +85,34 @@ def fuse_matmul_bias(graph: Graph) -> int:
         merged.outputs[0].type = add.outputs[0].type
         graph.replace_all_uses_with(add.outputs[0], merged.outputs[0])
         graph.remove_nodes([add, node])
+        fused += 1
+    return fused
+
+
+def fuse_transposed_weights(graph: Graph) -> int:
+    """MatMul(x, Transpose(W)), W a 2-D float32 constant, becomes MatMulTransposed(x, W), so the
+    panel kernel packs W's transpose once instead of XLA transposing W (GPT-2's LM head reads the
+    [vocab, hidden] embedding so); returns how many."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or node.inputs[1] is None:
+            continue
+        transpose = node.inputs[1].producer
+        if transpose is None or transpose.op_type != "Transpose" or transpose.domain not in ("", "ai.onnx"):
+            continue
+        perm = transpose.attributes.get("perm")
+        weight = transpose.inputs[0]
+        shape = _constant_shape(weight)
+        if shape is None or len(shape) != 2 or (perm is not None and list(perm.value) != [1, 0]):
+            continue
+        merged = Node(MATMUL_TRANSPOSED, [node.inputs[0], weight], {}, domain=NATIVE_DOMAIN, outputs=[None],
+                      name=f"{node.name or 'matmul'}_transposed")
+        graph.insert_node(merged, before=node)
+        merged.outputs[0].type = node.outputs[0].type
+        graph.replace_all_uses_with(node.outputs[0], merged.outputs[0])
+        graph.remove_node(node)
+        if not (transpose.outputs[0].uses or transpose.outputs[0].is_graph_output()):
+            graph.remove_node(transpose)
         fused += 1
     return fused
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.ir import Graph
 
-from .native_rewrites import MATMUL_BIAS, NATIVE_DOMAIN
+from .native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN
 
 
 def weight_layouts(graph: Graph, params: Mapping[str, np.ndarray], *, transpose_matmul_weights: bool = False
@@ -50,26 +50,41 @@ def _right_operand_k_by_n(node: Any, index: int) -> bool:
     return node.op_type == "Gemm" and (trans_b is None or trans_b.value == 0)
 
 
-def panel_weights(graph: Graph, params: Mapping[str, np.ndarray], min_elements: int = 0) -> dict[str, bool]:
-    """name -> whether it is transposed first, for 2-D float32 weights of at least `min_elements`
-    read only as the right operand of MatMul or Gemm, all in one orientation ([K, N] as stored, or
-    [N, K] under Gemm's transB): the weights the native CPU kernel runs from packed panels
-    (panel_matmul.py)."""
-    chosen: dict[str, bool] = {}
+@dataclass(frozen=True)
+class PanelChoice:
+    """How a weight reaches the native panel kernel: packed from its transpose (Gemm's transB, a
+    transposed MatMul operand), and whether other ops read it too (a GPT-2 embedding that is also
+    the LM head), so the plain weight stays beside the panels."""
+
+    transposed: bool
+    shared: bool
+
+
+def panel_weights(graph: Graph, params: Mapping[str, np.ndarray], min_elements: int = 0) -> dict[str, PanelChoice]:
+    """The 2-D float32 weights of at least `min_elements` that some MatMul or Gemm reads as its
+    right operand, all such products in one orientation ([K, N] as stored, or [N, K] under Gemm's
+    transB): the weights the native CPU kernel runs from packed panels (panel_matmul.py)."""
+    chosen: dict[str, PanelChoice] = {}
     for name, array in params.items():
         value = graph.initializers.get(name)
         if value is None or not value.uses or array.ndim != 2 or array.dtype != np.float32 or array.size < min_elements:
             continue
-        orientations = {_right_operand_orientation(use.node, use.index) for use in value.uses}
-        if len(orientations) == 1 and None not in orientations:
-            chosen[name] = orientations.pop()
+        orientations = [_right_operand_orientation(use.node, use.index) for use in value.uses]
+        products = {o for o in orientations if o is not None}
+        if len(products) == 1:
+            chosen[name] = PanelChoice(products.pop(), None in orientations)
     return chosen
+
+
+def reads_panels(node: Any, index: int) -> bool:
+    """Whether input `index` of `node` is a product's right operand the panel kernel can read."""
+    return _right_operand_orientation(node, index) is not None
 
 
 def _right_operand_orientation(node: Any, index: int) -> bool | None:
     """False for a [K, N] right operand, True for Gemm's transB [N, K] one, None for any other use."""
-    if (node.domain, node.op_type, index) == (NATIVE_DOMAIN, MATMUL_BIAS, 1):
-        return False
+    if (node.domain, index) == (NATIVE_DOMAIN, 1) and node.op_type in (MATMUL_BIAS, MATMUL_TRANSPOSED):
+        return node.op_type == MATMUL_TRANSPOSED
     if node.domain not in ("", "ai.onnx") or index != 1:
         return None
     if node.op_type == "MatMul":

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from .. import precision
 from ..registry import lowering
-from ..native_rewrites import MATMUL_BIAS, NATIVE_DOMAIN
+from ..native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN
 from ..panel_matmul import PanelWeight, panel_matmul, runs_natively
 from ..weight_layout import RowsAlongK
 
@@ -67,6 +67,15 @@ def matmul_bias(ctx, a, b, bias):
         return panel_matmul(a, b, jnp.reshape(bias, (b.n,)))
     product = precision.matmul(ctx, a, b)
     return (product + jnp.asarray(bias)).astype(product.dtype)
+
+
+@lowering(MATMUL_TRANSPOSED, domain=NATIVE_DOMAIN)
+def matmul_transposed(ctx, a, b):
+    """x @ W^T as native_rewrites.fuse_transposed_weights wrote it: W's transpose packed once for the
+    panel kernel where it runs the product (a PanelWeight already holds the transpose)."""
+    if isinstance(b, PanelWeight):
+        return panel_matmul(a, b) if runs_natively(a, b) else precision.matmul(ctx, a, b.dense())
+    return precision.dot_general(ctx, a, b, (((jnp.ndim(a) - 1,), (1,)), ((), ())))
 
 
 @lowering("Einsum")
