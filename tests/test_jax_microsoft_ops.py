@@ -127,7 +127,9 @@ def test_qlinear_binary(op, dtype, code):
     ("QLinearSigmoid", {}, 0),
     ("QLinearLeakyRelu", {"alpha": 0.1}, 1),  # onnxruntime reads a 256-entry table it rounds on its own
     ("QLinearSoftmax", {"axis": -1, "opset": 13}, 0),
-    ("QLinearGlobalAveragePool", {"channels_last": 0}, 0),
+    # scale ratio 2.5 over 20 values puts exact .5 ties in the requantization: onnxruntime's float
+    # arithmetic lands either side of some of them
+    ("QLinearGlobalAveragePool", {"channels_last": 0}, 1),
 ])
 def test_qlinear_unary(op, attrs, quantum):
     feeds = {"x": _quantized(np.uint8, 2, 3, 4, 5)}
