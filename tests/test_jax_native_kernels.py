@@ -305,3 +305,15 @@ def test_matmul_bias_row_is_added_by_the_kernel(bias_first, bias_shape):
     compiled = _check(model, feeds, opt_level=0)
     row = bias_shape[:-1] == (1,) * (len(bias_shape) - 1)
     assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias" if row else "kiln_panel_matmul"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_after_a_biased_product_runs_in_the_kernel_epilogue(approximate):
+    feeds = {"X": _floats(3, 7, 128, scale=2.0)}
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["P"]), helper.make_node("Add", ["P", "b"], ["H"]),
+             helper.make_node("Gelu", ["H"], ["Y"], approximate=approximate)]
+    model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 200, scale=0.2), "b": _floats(200)}, opset=20)
+    compiled = _check(model, feeds, rtol=1e-4, atol=1e-5)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias"]
+    assert "erf" not in _compiled_hlo(compiled, feeds) and "tanh" not in _compiled_hlo(compiled, feeds)

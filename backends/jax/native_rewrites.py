@@ -89,6 +89,33 @@ def fuse_matmul_bias(graph: Graph) -> int:
     return fused
 
 
+def fuse_gelu_epilogue(graph: Graph) -> int:
+    """MatMulBias -> Gelu (ONNX Gelu-20, either form) becomes one MatMulBias with an `activation`
+    attribute, applied by the panel kernel as it stores each output tile (the GELU of a transformer
+    MLP otherwise reads and writes its [tokens, 3072] activations once more); returns how many."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op_type != MATMUL_BIAS or node.domain != NATIVE_DOMAIN or "activation" in node.attributes:
+            continue
+        product = node.outputs[0]
+        if product.is_graph_output() or len(product.uses) != 1:
+            continue
+        gelu = product.uses[0].node
+        if gelu.op_type != "Gelu" or gelu.domain not in ("", "ai.onnx"):
+            continue
+        approximate = gelu.attributes.get("approximate")
+        form = approximate.value if approximate is not None else "none"
+        form = form.decode() if isinstance(form, bytes) else form
+        if form not in ("none", "tanh"):
+            continue
+        node.attributes["activation"] = Attr("activation", AttrType.STRING, "gelu" if form == "none" else "gelu_tanh")
+        node.outputs[0].type = gelu.outputs[0].type
+        graph.replace_all_uses_with(gelu.outputs[0], product)
+        graph.remove_node(gelu)
+        fused += 1
+    return fused
+
+
 def fuse_transposed_weights(graph: Graph) -> int:
     """MatMul(x, Transpose(W)), W a 2-D float32 constant, becomes MatMulTransposed(x, W), so the
     panel kernel packs W's transpose once instead of XLA transposing W (GPT-2's LM head reads the

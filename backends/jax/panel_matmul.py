@@ -58,9 +58,15 @@ def runs_natively(x: Any, weight: PanelWeight) -> bool:
     return jnp.result_type(x) == jnp.float32 and jnp.ndim(x) >= 1 and jnp.shape(x)[-1] == weight.k
 
 
-def panel_matmul(x: Any, weight: PanelWeight, bias: Any = None) -> Any:
-    """x[..., K] @ W[K, N] (+ bias[N]) -> [..., N] in float32, on the native kernel."""
+ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2}  # the kernel's epilogues (tile.h: Activation)
+
+
+def panel_matmul(x: Any, weight: PanelWeight, bias: Any = None, activation: str | None = None) -> Any:
+    """activation(x[..., K] @ W[K, N] (+ bias[N])) -> [..., N] in float32, on the native kernel;
+    activation None, "gelu" (erf) or "gelu_tanh"."""
     out = jax.ShapeDtypeStruct(tuple(jnp.shape(x)[:-1]) + (weight.n,), jnp.float32)
+    code = np.int64(ACTIVATIONS[activation])
     if bias is None:
-        return jax.ffi.ffi_call(TARGET, out)(x, weight.panels)
-    return jax.ffi.ffi_call(TARGET_BIAS, out)(x, weight.panels, jnp.asarray(bias, jnp.float32).reshape(weight.n))
+        return jax.ffi.ffi_call(TARGET, out)(x, weight.panels, activation=code)
+    bias = jnp.asarray(bias, jnp.float32).reshape(weight.n)
+    return jax.ffi.ffi_call(TARGET_BIAS, out)(x, weight.panels, bias, activation=code)

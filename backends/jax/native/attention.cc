@@ -20,27 +20,6 @@ namespace {
 
 constexpr int64_t kQueryBlock = 4 * kRows;
 
-// exp of 16 floats: 2^n * p(r), r = x - n ln 2 (Cephes' expf polynomial, ~1 ulp); exactly 0 below
-// -87.3 (so -inf, a masked score, gives 0)
-inline Vec Exp(Vec x) {
-  const Vec tiny = _mm512_set1_ps(-87.3f);
-  const __mmask16 live = _mm512_cmp_ps_mask(x, tiny, _CMP_GE_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, tiny), _mm512_set1_ps(88.3f));
-  const Vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  Vec r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  Vec p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(bits));
-}
-
 struct Layout {  // element strides of a [batch, head, position, feature] view; features contiguous
   int64_t batch, head, position;
 };

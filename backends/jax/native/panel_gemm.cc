@@ -1,4 +1,5 @@
-// fp32 GEMM against a weight stored once, at compile time, in column panels: y = x @ W (+ bias).
+// fp32 GEMM against a weight stored once, at compile time, in column panels: y = act(x @ W (+ bias)),
+// act none or one of ONNX Gelu's forms, applied as each output tile is stored.
 //
 // XLA:CPU's dot (YNNPACK) repacks its right operand on every call; for a weight that is a model
 // parameter that is pure overhead, and onnxruntime's MLAS avoids it by prepacking initializers once.
@@ -16,7 +17,9 @@ constexpr int64_t kChunksPerThread = 4;
 constexpr int64_t kMinPanelsPerChunk = 2;
 
 ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
-                       ffi::ThreadPool pool, const float* bias) {
+                       ffi::ThreadPool pool, const float* bias, int64_t activation) {
+  if (activation != kNone && activation != kGeluErf && activation != kGeluTanh)
+    return ffi::Error::InvalidArgument("kiln_panel_matmul: unknown activation");
   const auto xd = x.dimensions(), pd = panels.dimensions(), yd = y->dimensions();
   if (xd.size() < 1 || pd.size() != 3 || pd[2] != kPanel || yd.size() != xd.size())
     return ffi::Error::InvalidArgument("kiln_panel_matmul: bad operand ranks");
@@ -26,8 +29,10 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   const int64_t m = k ? static_cast<int64_t>(x.element_count()) / k : 0;
   if (m == 0 || n == 0) return ffi::Error::Success();
   if (k == 0) {  // an empty sum: the bias (or zeros)
-    for (int64_t i = 0; i < m; ++i)
+    for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) y->typed_data()[i * n + j] = bias ? bias[j] : 0.0f;
+      Activate(y->typed_data() + i * n, n, 1, n, activation);
+    }
     return ffi::Error::Success();
   }
   const int64_t threads = std::max<int64_t>(1, pool.num_threads()), wanted = threads * kChunksPerThread;
@@ -45,21 +50,21 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   ParallelFor(pool, panel_ranges * row_ranges, [=](int64_t i) {
     const int64_t p0 = (i % panel_ranges) * panels_per_chunk, r0 = (i / panel_ranges) * rows_per_chunk;
     PanelProduct(n, k, a, k, b, bias, c, n, p0, std::min(panel_count, p0 + panels_per_chunk), r0,
-                 std::min(m, r0 + rows_per_chunk));
+                 std::min(m, r0 + rows_per_chunk), activation);
   });
   return ffi::Error::Success();
 }
 
 ffi::Error PanelMatmulNoBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
-                             ffi::ThreadPool pool) {
-  return PanelMatmul(x, panels, y, pool, nullptr);
+                             ffi::ThreadPool pool, int64_t activation) {
+  return PanelMatmul(x, panels, y, pool, nullptr, activation);
 }
 
 ffi::Error PanelMatmulBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::Buffer<ffi::F32> bias,
-                           ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool) {
+                           ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool, int64_t activation) {
   if (bias.element_count() != static_cast<size_t>(y->dimensions().back()))
     return ffi::Error::InvalidArgument("kiln_panel_matmul_bias: bias length differs from N");
-  return PanelMatmul(x, panels, y, pool, bias.typed_data());
+  return PanelMatmul(x, panels, y, pool, bias.typed_data(), activation);
 }
 
 }  // namespace
@@ -72,7 +77,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmul, kiln::PanelMatmulNoBias,
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ctx<xla::ffi::ThreadPool>());
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("activation"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmulBias, kiln::PanelMatmulBias,
                               xla::ffi::Ffi::Bind()
@@ -80,4 +86,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmulBias, kiln::PanelMatmulBias,
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ctx<xla::ffi::ThreadPool>());
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("activation"));

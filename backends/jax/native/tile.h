@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -36,6 +37,66 @@ constexpr int kDepth = 128;         // K block (128 and groups of 4 panels: best
 
 inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
 inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+
+// exp of 16 floats: 2^n * p(r), r = x - n ln 2 (Cephes' expf polynomial, ~1 ulp); exactly 0 below
+// -87.3 (so -inf, a masked score, gives 0)
+inline Vec Exp(Vec x) {
+  const Vec tiny = _mm512_set1_ps(-87.3f);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, tiny, _CMP_GE_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, tiny), _mm512_set1_ps(88.3f));
+  const Vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  Vec r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  Vec p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(bits));
+}
+
+// Activations a product may apply to its output as it is stored (ONNX Gelu's two forms).
+enum Activation : int64_t { kNone = 0, kGeluErf = 1, kGeluTanh = 2 };
+
+// GELU of 16 floats: 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7),
+// or the tanh form 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), tanh(u) = 1 - 2 / (1 + e^2u)
+inline Vec Gelu(Vec x, int64_t form) {
+  const Vec half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+  if (form == kGeluTanh) {
+    const Vec inner = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
+                                    _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), x), _mm512_mul_ps(x, x), x));
+    const Vec e = Exp(_mm512_add_ps(inner, inner));
+    const Vec tanh = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(one, e)));
+    return _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, tanh));
+  }
+  const Vec z = _mm512_mul_ps(x, _mm512_set1_ps(0.7071067811865476f));
+  const Vec az = _mm512_abs_ps(z);
+  const Vec t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), az, one));
+  Vec p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const Vec erf_abs = _mm512_fnmadd_ps(p, Exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az))), one);
+  const Vec erf = _mm512_mask_sub_ps(erf_abs, _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ),
+                                     _mm512_setzero_ps(), erf_abs);
+  return _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf));
+}
+
+// `form` applied in place to rows x width floats of c (row stride ldc), just stored and still in L1
+inline void Activate(float* c, int64_t ldc, int rows, int64_t width, int64_t form) {
+  if (form == kNone) return;
+  for (int r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < width; j += kLanes) {
+      const __mmask16 lanes = width - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (width - j)) - 1);
+      _mm512_mask_storeu_ps(c + r * ldc + j, lanes, Gelu(_mm512_maskz_loadu_ps(lanes, c + r * ldc + j), form));
+    }
+}
 
 // c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] (row stride lda) * b[kc x NR];
 // meanwhile the first `ahead_rows` rows of `ahead` (a later panel slice) are fetched into L2
@@ -80,14 +141,16 @@ inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
 // through a full-width scratch tile.
 inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
                       float* c, int64_t ldc, int64_t p, int64_t k0, int kc, int64_t i0, int rows,
-                      const float* ahead = nullptr, int ahead_rows = 0) {
+                      const float* ahead = nullptr, int ahead_rows = 0, int64_t activation = kNone) {
   const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, n - n0);
   const float* ar = a + i0 * lda + k0;
   const float* b = panels + (p * k + k0) * kPanel;
   float* cr = c + i0 * ldc + n0;
   const float* panel_bias = bias ? bias + n0 : nullptr;
+  const int64_t activate = k0 + kc >= k ? activation : kNone;  // on the last K block's store
   if (width == kPanel) {
     kTiles[rows - 1](kc, ar, lda, b, cr, ldc, k0 == 0, panel_bias, ahead, ahead_rows);
+    Activate(cr, ldc, rows, kPanel, activate);
     return;
   }
   alignas(64) float scratch[kRows * kPanel];
@@ -97,6 +160,7 @@ inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const f
     for (int r = 0; r < rows; ++r) std::memcpy(scratch + r * kPanel, cr + r * ldc, width * sizeof(float));
   kTiles[rows - 1](kc, ar, lda, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr, ahead, ahead_rows);
   for (int r = 0; r < rows; ++r) std::memcpy(cr + r * ldc, scratch + r * kPanel, width * sizeof(float));
+  Activate(cr, ldc, rows, width, activate);
 }
 
 // c[rows r0..r1, panels p0..p1] = a[m, k] (row stride lda) x panels[PanelCount(n)][k][NR] (+ bias[n]),
@@ -108,7 +172,8 @@ inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const f
 constexpr int64_t kGroup = 4;
 
 inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
-                         float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1) {
+                         float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1,
+                         int64_t activation = kNone) {
   const int64_t tiles = (r1 - r0 + kRows - 1) / kRows;
   const int share = static_cast<int>((kDepth + tiles - 1) / tiles);
   for (int64_t g = p0; g < p1; g += kGroup) {
@@ -125,7 +190,7 @@ inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, cons
           const int64_t next_panel = more_k ? p : p + kGroup;
           const float* next = next_panel < p1 ? panels + (next_panel * k + (more_k ? k0 + kc : 0)) * kPanel : nullptr;
           PanelTile(n, k, a, lda, panels, bias, c, ldc, p, k0, kc, i0, rows, next ? next + from * kPanel : nullptr,
-                    next ? count : 0);
+                    next ? count : 0, activation);
         }
       }
     }

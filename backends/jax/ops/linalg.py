@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from .. import precision
@@ -60,13 +61,17 @@ def _row_bias(c, beta, columns):
 
 
 @lowering(MATMUL_BIAS, domain=NATIVE_DOMAIN)
-def matmul_bias(ctx, a, b, bias):
-    """MatMul -> Add(bias row) as native_rewrites.fuse_matmul_bias merged them: the bias added by
-    the panel kernel where it runs the product."""
+def matmul_bias(ctx, a, b, bias, activation=None):
+    """MatMul -> Add(bias row) [-> Gelu] as native_rewrites merged them: the bias and the GELU
+    applied by the panel kernel where it runs the product."""
+    activation = activation.decode() if isinstance(activation, bytes) else activation
     if isinstance(b, PanelWeight) and runs_natively(a, b) and jnp.result_type(bias) == jnp.float32:
-        return panel_matmul(a, b, jnp.reshape(bias, (b.n,)))
+        return panel_matmul(a, b, jnp.reshape(bias, (b.n,)), activation)
     product = precision.matmul(ctx, a, b)
-    return (product + jnp.asarray(bias)).astype(product.dtype)
+    result = (product + jnp.asarray(bias)).astype(product.dtype)
+    if activation is None:
+        return result
+    return jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
 
 
 @lowering(MATMUL_TRANSPOSED, domain=NATIVE_DOMAIN)
