@@ -318,3 +318,13 @@ def test_gelu_after_a_biased_product_runs_in_the_kernel_epilogue(approximate):
     assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias"]
     hlo = _compiled_hlo(compiled, feeds)
     assert " erf(" not in hlo and " tanh(" not in hlo
+
+
+@needs_kernels
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_gelu_after_an_unbiased_product_runs_in_the_kernel_epilogue(op):
+    feeds = {"X": _floats(9, 128, scale=2.0)}
+    nodes = [helper.make_node(op, ["X", "W"], ["H"]), helper.make_node("Gelu", ["H"], ["Y"], approximate="tanh")]
+    model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 200, scale=0.2)}, opset=20)
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]

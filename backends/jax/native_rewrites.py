@@ -90,12 +90,14 @@ def fuse_matmul_bias(graph: Graph) -> int:
 
 
 def fuse_gelu_epilogue(graph: Graph) -> int:
-    """MatMulBias -> Gelu (ONNX Gelu-20, either form) becomes one MatMulBias with an `activation`
+    """A product of a constant weight (MatMulBias, MatMul, or Gemm without transposes or scaling)
+    followed by Gelu (ONNX Gelu-20, either form) becomes one MatMulBias with an `activation`
     attribute, applied by the panel kernel as it stores each output tile (the GELU of a transformer
     MLP otherwise reads and writes its [tokens, 3072] activations once more); returns how many."""
     fused = 0
     for node in list(graph.nodes):
-        if node.op_type != MATMUL_BIAS or node.domain != NATIVE_DOMAIN or "activation" in node.attributes:
+        inputs = _plain_product(node)
+        if inputs is None:
             continue
         product = node.outputs[0]
         if product.is_graph_output() or len(product.uses) != 1:
@@ -108,12 +110,37 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
         form = form.decode() if isinstance(form, bytes) else form
         if form not in ("none", "tanh"):
             continue
-        node.attributes["activation"] = Attr("activation", AttrType.STRING, "gelu" if form == "none" else "gelu_tanh")
-        node.outputs[0].type = gelu.outputs[0].type
-        graph.replace_all_uses_with(gelu.outputs[0], product)
-        graph.remove_node(gelu)
+        activation = Attr("activation", AttrType.STRING, "gelu" if form == "none" else "gelu_tanh")
+        merged = Node(MATMUL_BIAS, inputs, {"activation": activation}, domain=NATIVE_DOMAIN, outputs=[None],
+                      name=f"{node.name or 'product'}_gelu")
+        graph.insert_node(merged, before=gelu)
+        merged.outputs[0].type = gelu.outputs[0].type
+        graph.replace_all_uses_with(gelu.outputs[0], merged.outputs[0])
+        graph.remove_nodes([gelu, node])
         fused += 1
     return fused
+
+
+def _plain_product(node: Node) -> list | None:
+    """[x, W, bias or None] of x @ W (+ bias row) with W a 2-D float32 constant, where `node` is one."""
+    weight_shape = _constant_shape(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight_shape is None or len(weight_shape) != 2:
+        return None
+    if node.domain == NATIVE_DOMAIN and node.op_type == MATMUL_BIAS and "activation" not in node.attributes:
+        return list(node.inputs)
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "MatMul":
+        return [node.inputs[0], node.inputs[1], None]
+    if node.op_type != "Gemm":
+        return None
+    attrs = {name: attr.value for name, attr in node.attributes.items()}
+    if attrs.get("transA", 0) or attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0:
+        return None
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and (attrs.get("beta", 1.0) != 1.0 or _constant_shape(bias) not in ((weight_shape[1],), (1, weight_shape[1]))):
+        return None
+    return [node.inputs[0], node.inputs[1], bias]
 
 
 def fuse_transposed_weights(graph: Graph) -> int:

@@ -61,14 +61,14 @@ def _row_bias(c, beta, columns):
 
 
 @lowering(MATMUL_BIAS, domain=NATIVE_DOMAIN)
-def matmul_bias(ctx, a, b, bias, activation=None):
+def matmul_bias(ctx, a, b, bias=None, activation=None):
     """MatMul -> Add(bias row) [-> Gelu] as native_rewrites merged them: the bias and the GELU
     applied by the panel kernel where it runs the product."""
     activation = activation.decode() if isinstance(activation, bytes) else activation
-    if isinstance(b, PanelWeight) and runs_natively(a, b) and jnp.result_type(bias) == jnp.float32:
-        return panel_matmul(a, b, jnp.reshape(bias, (b.n,)), activation)
+    if isinstance(b, PanelWeight) and runs_natively(a, b) and (bias is None or jnp.result_type(bias) == jnp.float32):
+        return panel_matmul(a, b, None if bias is None else jnp.reshape(bias, (b.n,)), activation)
     product = precision.matmul(ctx, a, b)
-    result = (product + jnp.asarray(bias)).astype(product.dtype)
+    result = product if bias is None else (product + jnp.asarray(bias)).astype(product.dtype)
     if activation is None:
         return result
     return jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
