@@ -68,10 +68,8 @@ def fuse_matmul_bias(graph: Graph) -> int:
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or _constant_shape(node.inputs[1]) is None:
             continue
         product = node.outputs[0]
-        if product.is_graph_output() or len(product.uses) != 1:
-            continue
-        add = product.uses[0].node
-        if add.op_type != "Add" or add.domain not in ("", "ai.onnx"):
+        add = _sole_reader(node, "Add")
+        if add is None:
             continue
         bias = add.inputs[1 - product.uses[0].index]
         columns = _constant_shape(node.inputs[1])[-1]
@@ -79,12 +77,7 @@ def fuse_matmul_bias(graph: Graph) -> int:
         rank = len(product.shape) if product.shape is not None else None
         if bias_shape is None or rank is None or len(bias_shape) > rank or list(bias_shape) != [1] * (len(bias_shape) - 1) + [columns]:
             continue
-        merged = Node(MATMUL_BIAS, [node.inputs[0], node.inputs[1], bias], {}, domain=NATIVE_DOMAIN, outputs=[None],
-                      name=f"{node.name or 'matmul'}_bias")
-        graph.insert_node(merged, before=add)
-        merged.outputs[0].type = add.outputs[0].type
-        graph.replace_all_uses_with(add.outputs[0], merged.outputs[0])
-        graph.remove_nodes([add, node])
+        _merge(graph, node, add, [node.inputs[0], node.inputs[1], bias], {}, "bias")
         fused += 1
     return fused
 
@@ -99,11 +92,8 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
         inputs = _plain_product(node)
         if inputs is None:
             continue
-        product = node.outputs[0]
-        if product.is_graph_output() or len(product.uses) != 1:
-            continue
-        gelu = product.uses[0].node
-        if gelu.op_type != "Gelu" or gelu.domain not in ("", "ai.onnx"):
+        gelu = _sole_reader(node, "Gelu")
+        if gelu is None:
             continue
         approximate = gelu.attributes.get("approximate")
         form = approximate.value if approximate is not None else "none"
@@ -111,14 +101,28 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
         if form not in ("none", "tanh"):
             continue
         activation = Attr("activation", AttrType.STRING, "gelu" if form == "none" else "gelu_tanh")
-        merged = Node(MATMUL_BIAS, inputs, {"activation": activation}, domain=NATIVE_DOMAIN, outputs=[None],
-                      name=f"{node.name or 'product'}_gelu")
-        graph.insert_node(merged, before=gelu)
-        merged.outputs[0].type = gelu.outputs[0].type
-        graph.replace_all_uses_with(gelu.outputs[0], merged.outputs[0])
-        graph.remove_nodes([gelu, node])
+        _merge(graph, node, gelu, inputs, {"activation": activation}, "gelu")
         fused += 1
     return fused
+
+
+def _sole_reader(node: Node, op_type: str) -> Node | None:
+    """The ONNX `op_type` node that is the only reader of `node`'s (non-graph-output) first output."""
+    product = node.outputs[0]
+    if product.is_graph_output() or len(product.uses) != 1:
+        return None
+    reader = product.uses[0].node
+    return reader if reader.op_type == op_type and reader.domain in ("", "ai.onnx") else None
+
+
+def _merge(graph: Graph, node: Node, reader: Node, inputs: list, attributes: dict, suffix: str) -> None:
+    """Replace `node` and its sole `reader` with one MatMulBias node producing the reader's output."""
+    merged = Node(MATMUL_BIAS, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None],
+                  name=f"{node.name or 'product'}_{suffix}")
+    graph.insert_node(merged, before=reader)
+    merged.outputs[0].type = reader.outputs[0].type
+    graph.replace_all_uses_with(reader.outputs[0], merged.outputs[0])
+    graph.remove_nodes([reader, node])
 
 
 def _plain_product(node: Node) -> list | None:

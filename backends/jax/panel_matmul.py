@@ -49,8 +49,7 @@ class PanelWeight:
 
     def dense(self) -> Any:
         """The [K, N] weight unpacked (a copy on every call: only for products the kernel cannot run)."""
-        k, width = self.panels.shape[1], self.panels.shape[2]
-        return jnp.transpose(self.panels, (1, 0, 2)).reshape(k, -1)[:, : self.n]
+        return jnp.transpose(self.panels, (1, 0, 2)).reshape(self.k, -1)[:, : self.n]
 
 
 def runs_natively(x: Any, weight: PanelWeight) -> bool:
