@@ -5,15 +5,15 @@
 // parameter that is pure overhead, and onnxruntime's MLAS avoids it by prepacking initializers once.
 // Here the weight [K, N] is stored as panels [ceil(N / NR)][K][NR] (tile.h), an ordinary
 // position-independent array that travels as a function argument like any other weight, and x is
-// read in place. Work is split over XLA's intra-op pool in panel ranges (and row ranges when there
-// are few panels), a few per thread so a late-starting thread does not hold the call up.
+// read in place. Work is split over XLA's intra-op pool as MLAS splits it: one contiguous panel range
+// per thread (row ranges too when there are few panels), so each thread streams its own part of the
+// weight in long runs (four chunks per thread measured 5-15% slower on a 2-core Zen 4 host).
 
 #include "tile.h"
 
 namespace kiln {
 namespace {
 
-constexpr int64_t kChunksPerThread = 4;
 constexpr int64_t kMinPanelsPerChunk = 2;
 
 ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
@@ -35,7 +35,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
     }
     return ffi::Error::Success();
   }
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads()), wanted = threads * kChunksPerThread;
+  const int64_t wanted = std::max<int64_t>(1, pool.num_threads());
   const int64_t panel_count = PanelCount(n);
   const int64_t panel_chunks = std::max<int64_t>(1, std::min(wanted, panel_count / kMinPanelsPerChunk));
   const int64_t panels_per_chunk = (panel_count + panel_chunks - 1) / panel_chunks;

@@ -33,7 +33,7 @@ using Vec = __m512;
 constexpr int kLanes = 16;          // floats per vector
 constexpr int kRows = 12;           // MR: rows per register tile (24 accumulators)
 constexpr int kPanel = 2 * kLanes;  // NR: columns per panel
-constexpr int kDepth = 128;         // K block (128 and groups of 4 panels: best of 64-256 x 1-8 on chains of BERT/ViT products)
+constexpr int kDepth = 384;         // K block: with groups of 4 panels, a 196 KB weight slice (this one and the next fit L2)
 
 inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
 inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
