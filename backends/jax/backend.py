@@ -41,11 +41,9 @@ class JaxCompiledModel(CompiledModel):
         self.backend_name = platform
         self.platform = platform
         self.precision = ctx.option("precision") or "fp32"
-        options = LoweringOptions(precision=self.precision, platform=platform, extra=dict(ctx.options),
-                                  conv_weight_layout=True)
-        function, self.params = build_function(graph, options)
-        self.param_layouts = dict(function.param_layouts)
-        self.function = with_matmul_precision(function, self.precision)
+        self._options = LoweringOptions(precision=self.precision, platform=platform, extra=dict(ctx.options),
+                                        conv_weight_layout=True)
+        self._xla_form: tuple[Any, dict[str, Any], dict[str, Any]] | None = None  # built on first need
         self.static_shapes = parse_static_shapes(ctx.option("static_shapes"))
         self.present = platform_present(platform)
         self._exported: jax.export.Exported | None = None
@@ -58,14 +56,40 @@ class JaxCompiledModel(CompiledModel):
         if self.present:
             placement = make_placement(platform, ctx.option("devices"), ctx.option("model_parallel"),
                                        ctx.option("model_parallel_min_elements"))
-            function, params = self.function, self.params
+            native = None
             if _wants_native_kernels(platform, self.precision, placement, ctx):
                 self._native_missing = unavailable_reason()
                 if self._native_missing is None:
-                    native, params = build_function(graph, replace(options, native_kernels=True))
+                    native, params = build_function(graph, replace(self._options, native_kernels=True))
                     function = with_matmul_precision(native, self.precision)
                     self.native_products = len(native.panel_weights)
+            if native is None:
+                function, params = self.function, self.params
             self.runner = JitRunner(function, params, placement, graph)
+
+    def _lowered_for_xla(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The lowering with XLA's ops only (what export and artifacts hold), built once when first
+        needed: a runner on the native kernels never needs it, so compile() skips its second copy of
+        the weights."""
+        if self._xla_form is None:
+            function, params = build_function(self.graph, self._options)
+            self._xla_form = (with_matmul_precision(function, self.precision), params, dict(function.param_layouts))
+        return self._xla_form
+
+    @property
+    def function(self) -> Any:
+        """f(params, *inputs) with XLA's ops only."""
+        return self._lowered_for_xla()[0]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The weights `function` takes, in the layouts it reads them in."""
+        return self._lowered_for_xla()[1]
+
+    @property
+    def param_layouts(self) -> dict[str, Any]:
+        """name -> permutation from the ONNX order, for weights `params` stores transposed."""
+        return self._lowered_for_xla()[2]
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         arrays = self.bind_inputs(args, kwargs)
@@ -108,16 +132,17 @@ class JaxCompiledModel(CompiledModel):
 
     def describe(self) -> str:
         """One line for `kiln compile`: what was lowered, for what, and where it runs."""
-        megabytes = sum(np.asarray(a).nbytes for a in self.params.values()) / 1e6
+        params = self.runner.host_params if self.runner else self.params
+        megabytes = sum(np.asarray(a).nbytes for a in params.values()) / 1e6
         where = self.runner.placement.describe() if self.runner else f"not runnable here ({local_platform()} machine)"
         symbols = ", ".join(self._symbols) or "none"
-        return (f"jax {self.platform}: {len(self.params)} weights ({megabytes:.1f} MB) passed as arguments, "
+        return (f"jax {self.platform}: {len(params)} weights ({megabytes:.1f} MB) passed as arguments, "
                 f"precision {self.precision}, {where}{self._native_note()}; symbolic dims: {symbols}")
 
     def _native_note(self) -> str:
         if self.native_products is not None:
-            return (f", native CPU kernels for attention and {self.native_products} weight products "
-                    "(the artifact keeps XLA's ops)")
+            return (f", native CPU kernels ({self.native_products} weight products in panels; attention and layer "
+                    "norm where their shapes allow; the artifact keeps XLA's ops)")
         if self._native_missing:
             return f", XLA's ops throughout (native CPU kernels unavailable: {self._native_missing})"
         return ""
