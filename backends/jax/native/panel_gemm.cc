@@ -35,12 +35,12 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
     }
     return ffi::Error::Success();
   }
-  const int64_t wanted = std::max<int64_t>(1, pool.num_threads());
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());  // one range each
   const int64_t panel_count = PanelCount(n);
-  const int64_t panel_chunks = std::max<int64_t>(1, std::min(wanted, panel_count / kMinPanelsPerChunk));
+  const int64_t panel_chunks = std::max<int64_t>(1, std::min(threads, panel_count / kMinPanelsPerChunk));
   const int64_t panels_per_chunk = (panel_count + panel_chunks - 1) / panel_chunks;
   const int64_t tiles = (m + kRows - 1) / kRows;
-  const int64_t row_chunks = std::min(tiles, std::max<int64_t>(1, wanted / panel_chunks));
+  const int64_t row_chunks = std::min(tiles, std::max<int64_t>(1, threads / panel_chunks));
   const int64_t rows_per_chunk = (tiles + row_chunks - 1) / row_chunks * kRows;
   const int64_t panel_ranges = (panel_count + panels_per_chunk - 1) / panels_per_chunk;
   const int64_t row_ranges = (m + rows_per_chunk - 1) / rows_per_chunk;

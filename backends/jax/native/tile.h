@@ -4,7 +4,7 @@
 //
 // A panel is NR consecutive columns of a [K, N] right operand stored [K][NR] (zero-padded past N),
 // so the tile streams it with two aligned-or-not vector loads per k. Products are blocked along K
-// (kDepth) so a panel slice stays in L1 while every row tile reuses it.
+// (kDepth) so a group's panel slices stay in L2 while every row tile reuses them (PanelProduct).
 
 #pragma once
 
