@@ -329,3 +329,19 @@ def test_gelu_after_an_unbiased_product_runs_in_the_kernel_epilogue(op):
     model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 200, scale=0.2)}, opset=20)
     compiled = _check(model, feeds)
     assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_gelu_after_a_reshaped_product_runs_in_the_kernel_epilogue(second_reader):
+    """torchscript's GPT-2 MLP: Gemm on [tokens, K], Reshape to [1, tokens, N], then Gelu; the Gelu
+    moves before the reshape into the epilogue unless the reshaped product has another reader."""
+    feeds = {"X": _floats(9, 128, scale=2.0)}
+    nodes = [helper.make_node("Gemm", ["X", "W", "b"], ["P"]), helper.make_node("Reshape", ["P", "shape"], ["R"]),
+             helper.make_node("Gelu", ["R"], ["Y"], approximate="tanh")]
+    outputs = ["Y"] + (["R"] if second_reader else [])
+    model = _model(nodes, feeds, outputs, {"W": _floats(128, 200, scale=0.2), "b": _floats(200),
+                                           "shape": np.array([1, 9, 200], np.int64)}, opset=20)
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias"]
+    assert (" tanh(" in _compiled_hlo(compiled, feeds)) == second_reader

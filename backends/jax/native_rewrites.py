@@ -94,6 +94,8 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
             continue
         gelu = _sole_reader(node, "Gelu")
         if gelu is None:
+            gelu = _gelu_under_reshape(graph, node)
+        if gelu is None:
             continue
         approximate = gelu.attributes.get("approximate")
         form = approximate.value if approximate is not None else "none"
@@ -104,6 +106,31 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
         _merge(graph, node, gelu, inputs, {"activation": activation}, "gelu")
         fused += 1
     return fused
+
+
+RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
+
+def _gelu_under_reshape(graph: Graph, node: Node) -> Node | None:
+    """Where `node`'s product is only reshaped and then read by Gelu alone (torchscript's GPT-2:
+    Gemm on [tokens, K], Reshape to [1, tokens, N], Gelu), move the Gelu before the reshape, which
+    it commutes with as an elementwise op, and return it; None (graph unchanged) otherwise."""
+    product = node.outputs[0]
+    if product.is_graph_output() or len(product.uses) != 1 or product.uses[0].index != 0:
+        return None
+    reshape = product.uses[0].node
+    if reshape.op_type not in RESHAPES or reshape.domain not in ("", "ai.onnx"):
+        return None
+    gelu = _sole_reader(reshape, "Gelu")
+    if gelu is None or product.type is None:
+        return None
+    moved = Node("Gelu", [product], dict(gelu.attributes), outputs=[None], name=gelu.name)
+    graph.insert_node(moved, before=reshape)
+    moved.outputs[0].type = product.type
+    reshape.replace_input_with(0, moved.outputs[0])
+    graph.replace_all_uses_with(gelu.outputs[0], reshape.outputs[0])
+    graph.remove_node(gelu)
+    return moved
 
 
 def _sole_reader(node: Node, op_type: str) -> Node | None:
