@@ -345,3 +345,44 @@ def test_gelu_after_a_reshaped_product_runs_in_the_kernel_epilogue(second_reader
     compiled = _check(model, feeds)
     assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias"]
     assert (" tanh(" in _compiled_hlo(compiled, feeds)) == second_reader
+
+
+@needs_kernels
+@pytest.mark.parametrize("residual_first, bias", [(False, False), (True, True)])
+def test_residual_add_after_a_product_runs_in_the_kernel_epilogue(residual_first, bias):
+    feeds = {"X": _floats(2, 5, 128), "R": _floats(2, 5, 300)}
+    product = [helper.make_node("MatMul", ["X", "W"], ["P"])]
+    if bias:
+        product.append(helper.make_node("Add", ["P", "b"], ["Pb"]))
+    last = "Pb" if bias else "P"
+    nodes = [*product, helper.make_node("Add", ["R", last] if residual_first else [last, "R"], ["Y"])]
+    model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 300, scale=0.1), "b": _floats(300)})
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_residual"]
+    assert " add(" not in _compiled_hlo(compiled, feeds)
+
+
+@needs_kernels
+def test_residual_add_after_a_reshaped_product_and_a_broadcast_one():
+    """torchscript's layout (Gemm on [tokens, K], Reshape, Add of the residual stream) runs in the
+    epilogue; a residual that broadcasts against the product is added by XLA, still exactly."""
+    feeds = {"X": _floats(10, 128), "R": _floats(2, 5, 300), "B": _floats(1, 300)}
+    nodes = [helper.make_node("Gemm", ["X", "W", "b"], ["P"]), helper.make_node("Reshape", ["P", "shape"], ["Q"]),
+             helper.make_node("Add", ["Q", "R"], ["Y"]),
+             helper.make_node("MatMul", ["X", "W2"], ["P2"]), helper.make_node("Add", ["P2", "B"], ["Z"])]
+    model = _model(nodes, feeds, ["Y", "Z"], {"W": _floats(128, 300, scale=0.1), "b": _floats(300),
+                                             "shape": np.array([2, 5, 300], np.int64), "W2": _floats(128, 300, scale=0.1)})
+    compiled = _check(model, feeds)
+    assert sorted(_custom_call_targets(compiled, feeds)) == ["kiln_panel_matmul", "kiln_panel_matmul_residual"]
+
+
+@needs_kernels
+def test_residual_add_after_a_gelu_epilogue():
+    feeds = {"X": _floats(9, 128, scale=2.0), "R": _floats(9, 200)}
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["H"]), helper.make_node("Gelu", ["H"], ["G"]),
+             helper.make_node("Add", ["G", "R"], ["Y"])]
+    model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 200, scale=0.2)}, opset=20)
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_residual"]
+    hlo = _compiled_hlo(compiled, feeds)
+    assert " erf(" not in hlo and " add(" not in hlo

@@ -16,7 +16,8 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
-from .native_rewrites import fuse_attention_views, fuse_gelu_epilogue, fuse_matmul_bias, fuse_transposed_weights
+from .native_rewrites import (fuse_attention_views, fuse_gelu_epilogue, fuse_matmul_bias, fuse_residual_epilogue,
+                              fuse_transposed_weights)
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
@@ -275,6 +276,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
         fuse_attention_views(prepared)
         fuse_matmul_bias(prepared)
         fuse_gelu_epilogue(prepared)
+        fuse_residual_epilogue(prepared)
         fuse_transposed_weights(prepared)
     params, statics = split_initializers(prepared)
     opsets = dict(prepared.opset_imports)

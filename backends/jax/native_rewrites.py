@@ -108,6 +108,65 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
     return fused
 
 
+def fuse_residual_epilogue(graph: Graph) -> int:
+    """A product of a constant weight (as fuse_gelu_epilogue takes it, or a MatMulBias already
+    carrying a GELU) whose only reader is an Add of a computed float32 tensor becomes MatMulBias
+    with that tensor as its `residual` input: the kernel adds the transformer's residual stream as
+    it stores each tile instead of XLA reading the product back (the lowering adds it as XLA would
+    where the shapes differ); returns how many."""
+    fused = 0
+    for node in list(graph.nodes):
+        inputs = _plain_product(node)
+        if inputs is None and node.domain == NATIVE_DOMAIN and node.op_type == MATMUL_BIAS and len(node.inputs) < 4:
+            inputs = (list(node.inputs) + [None])[:3]
+        if inputs is None:
+            continue
+        attributes = dict(node.attributes) if node.domain == NATIVE_DOMAIN else {}
+        add = _sole_reader(node, "Add")
+        if add is not None:
+            residual = add.inputs[1 - node.outputs[0].uses[0].index]
+            if _computed_float(residual):
+                _merge(graph, node, add, [*inputs, residual], attributes, "residual")
+                fused += 1
+            continue
+        reshape, add = _add_under_reshape(node)
+        if add is None:
+            continue
+        residual = add.inputs[1 - reshape.outputs[0].uses[0].index]
+        if not _computed_float(residual) or not _same_known_shape(residual, add.outputs[0]):
+            continue
+        # Add(Reshape(P), R) = Reshape(P + R viewed in P's shape), R exactly the Add's shape
+        attributes["residual_reshaped"] = Attr("residual_reshaped", AttrType.INT, 1)
+        merged = Node(MATMUL_BIAS, [*inputs, residual], attributes, domain=NATIVE_DOMAIN, outputs=[None],
+                      name=f"{node.name or 'product'}_residual")
+        graph.insert_node(merged, before=reshape)
+        merged.outputs[0].type = node.outputs[0].type
+        reshape.replace_input_with(0, merged.outputs[0])
+        graph.replace_all_uses_with(add.outputs[0], reshape.outputs[0])
+        graph.remove_nodes([add, node])
+        fused += 1
+    return fused
+
+
+def _computed_float(value: Value | None) -> bool:
+    return value is not None and not value.is_constant and value.dtype is not None and value.dtype.name == "FLOAT"
+
+
+def _same_known_shape(a: Value, b: Value) -> bool:
+    return a.shape is not None and b.shape is not None and None not in a.shape and tuple(a.shape) == tuple(b.shape)
+
+
+def _add_under_reshape(node: Node) -> tuple[Node | None, Node | None]:
+    """(Reshape, Add) where `node`'s product is only reshaped and the reshape only read by an Add."""
+    product = node.outputs[0]
+    if product.is_graph_output() or len(product.uses) != 1 or product.uses[0].index != 0:
+        return None, None
+    reshape = product.uses[0].node
+    if reshape.op_type not in RESHAPES or reshape.domain not in ("", "ai.onnx"):
+        return None, None
+    return reshape, _sole_reader(reshape, "Add")
+
+
 RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 
 
@@ -143,7 +202,8 @@ def _sole_reader(node: Node, op_type: str) -> Node | None:
 
 
 def _merge(graph: Graph, node: Node, reader: Node, inputs: list, attributes: dict, suffix: str) -> None:
-    """Replace `node` and its sole `reader` with one MatMulBias node producing the reader's output."""
+    """Replace `node` and its sole `reader` with one MatMulBias node producing the reader's output
+    (inputs x, W, bias or None[, residual])."""
     merged = Node(MATMUL_BIAS, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None],
                   name=f"{node.name or 'product'}_{suffix}")
     graph.insert_node(merged, before=reader)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import native
 
-TARGET, TARGET_BIAS = "kiln_panel_matmul", "kiln_panel_matmul_bias"
+TARGET, TARGET_BIAS, TARGET_RESIDUAL = "kiln_panel_matmul", "kiln_panel_matmul_bias", "kiln_panel_matmul_residual"
 
 
 def panel_width() -> int | None:
@@ -57,14 +57,26 @@ def runs_natively(x: Any, weight: PanelWeight) -> bool:
     return jnp.result_type(x) == jnp.float32 and jnp.ndim(x) >= 1 and jnp.shape(x)[-1] == weight.k
 
 
+def residual_fits(x: Any, weight: PanelWeight, residual: Any) -> bool:
+    """Whether the kernel can add `residual` to `x @ weight` as it stores it: float32, exactly the
+    product's shape (no broadcasting)."""
+    shape = tuple(jnp.shape(x)[:-1]) + (weight.n,)
+    return jnp.result_type(residual) == jnp.float32 and tuple(jnp.shape(residual)) == shape
+
+
 ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2}  # the kernel's epilogues (tile.h: Activation)
 
 
-def panel_matmul(x: Any, weight: PanelWeight, bias: Any = None, activation: str | None = None) -> Any:
-    """activation(x[..., K] @ W[K, N] (+ bias[N])) -> [..., N] in float32, on the native kernel;
-    activation None, "gelu" (erf) or "gelu_tanh"."""
+def panel_matmul(x: Any, weight: PanelWeight, bias: Any = None, activation: str | None = None,
+                 residual: Any = None) -> Any:
+    """activation(x[..., K] @ W[K, N] (+ bias[N])) (+ residual[..., N]) -> [..., N] in float32, on
+    the native kernel; activation None, "gelu" (erf) or "gelu_tanh"."""
     out = jax.ShapeDtypeStruct(tuple(jnp.shape(x)[:-1]) + (weight.n,), jnp.float32)
     code = np.int64(ACTIVATIONS[activation])
+    if residual is not None:
+        bias = jnp.zeros((0,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32).reshape(weight.n)
+        residual = jnp.asarray(residual, jnp.float32)
+        return jax.ffi.ffi_call(TARGET_RESIDUAL, out)(x, weight.panels, bias, residual, activation=code)
     if bias is None:
         return jax.ffi.ffi_call(TARGET, out)(x, weight.panels, activation=code)
     bias = jnp.asarray(bias, jnp.float32).reshape(weight.n)

@@ -29,6 +29,7 @@ REQUIRED_CPU_FLAGS = ("avx512f",)
 LIBRARY_NAME = "kiln_kernels"
 # XLA FFI target -> the handler symbol the library exports
 TARGETS = {"kiln_panel_matmul": "KilnPanelMatmul", "kiln_panel_matmul_bias": "KilnPanelMatmulBias",
+           "kiln_panel_matmul_residual": "KilnPanelMatmulResidual",
            "kiln_attention": "KilnAttention", "kiln_layer_norm": "KilnLayerNorm"}
 
 _state: dict[str, object] = {}

@@ -1,5 +1,6 @@
-// fp32 GEMM against a weight stored once, at compile time, in column panels: y = act(x @ W (+ bias)),
-// act none or one of ONNX Gelu's forms, applied as each output tile is stored.
+// fp32 GEMM against a weight stored once, at compile time, in column panels:
+// y = act(x @ W (+ bias)) (+ residual), act none or one of ONNX Gelu's forms, both applied as each
+// output tile is stored (a transformer's residual Add then costs no pass of its own).
 //
 // XLA:CPU's dot (YNNPACK) repacks its right operand on every call; for a weight that is a model
 // parameter that is pure overhead, and onnxruntime's MLAS avoids it by prepacking initializers once.
@@ -17,7 +18,8 @@ namespace {
 constexpr int64_t kMinPanelsPerChunk = 2;
 
 ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
-                       ffi::ThreadPool pool, const float* bias, int64_t activation) {
+                       ffi::ThreadPool pool, const float* bias, int64_t activation,
+                       const float* residual = nullptr) {
   if (activation != kNone && activation != kGeluErf && activation != kGeluTanh)
     return ffi::Error::InvalidArgument("kiln_panel_matmul: unknown activation");
   const auto xd = x.dimensions(), pd = panels.dimensions(), yd = y->dimensions();
@@ -32,6 +34,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) y->typed_data()[i * n + j] = bias ? bias[j] : 0.0f;
       Activate(y->typed_data() + i * n, n, 1, n, activation);
+      if (residual) AddResidual(y->typed_data() + i * n, residual + i * n, n, 1, n);
     }
     return ffi::Error::Success();
   }
@@ -50,7 +53,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   ParallelFor(pool, panel_ranges * row_ranges, [=](int64_t i) {
     const int64_t p0 = (i % panel_ranges) * panels_per_chunk, r0 = (i / panel_ranges) * rows_per_chunk;
     PanelProduct(n, k, a, k, b, bias, c, n, p0, std::min(panel_count, p0 + panels_per_chunk), r0,
-                 std::min(m, r0 + rows_per_chunk), activation);
+                 std::min(m, r0 + rows_per_chunk), activation, residual);
   });
   return ffi::Error::Success();
 }
@@ -65,6 +68,19 @@ ffi::Error PanelMatmulBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels
   if (bias.element_count() != static_cast<size_t>(y->dimensions().back()))
     return ffi::Error::InvalidArgument("kiln_panel_matmul_bias: bias length differs from N");
   return PanelMatmul(x, panels, y, pool, bias.typed_data(), activation);
+}
+
+// bias may be empty (no bias); residual has y's shape
+ffi::Error PanelMatmulResidual(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::Buffer<ffi::F32> bias,
+                               ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
+                               int64_t activation) {
+  const size_t n = static_cast<size_t>(y->dimensions().back());
+  if (bias.element_count() != 0 && bias.element_count() != n)
+    return ffi::Error::InvalidArgument("kiln_panel_matmul_residual: bias length differs from N");
+  if (residual.element_count() != y->element_count())
+    return ffi::Error::InvalidArgument("kiln_panel_matmul_residual: residual differs from the output in size");
+  return PanelMatmul(x, panels, y, pool, bias.element_count() ? bias.typed_data() : nullptr, activation,
+                     residual.typed_data());
 }
 
 }  // namespace
@@ -82,6 +98,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmul, kiln::PanelMatmulNoBias,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmulBias, kiln::PanelMatmulBias,
                               xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("activation"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnPanelMatmulResidual, kiln::PanelMatmulResidual,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
                                   .Arg<xla::ffi::Buffer<xla::ffi::F32>>()

@@ -137,20 +137,36 @@ inline constexpr auto kTiles = MakeTiles(std::make_integer_sequence<int, kRows>{
 
 inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
+// c[rows x width] (row stride ldc) += residual (same layout), just stored and still in L1
+inline void AddResidual(float* c, const float* residual, int64_t ldc, int rows, int64_t width) {
+  for (int r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < width; j += kLanes) {
+      const __mmask16 lanes = width - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (width - j)) - 1);
+      const Vec sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, c + r * ldc + j),
+                                    _mm512_maskz_loadu_ps(lanes, residual + r * ldc + j));
+      _mm512_mask_storeu_ps(c + r * ldc + j, lanes, sum);
+    }
+}
+
 // One tile of c: rows [i0, i0 + rows) x panel p, K block [k0, k0 + kc); a ragged last panel goes
-// through a full-width scratch tile.
+// through a full-width scratch tile. The last K block's store applies `activation`, then adds
+// `residual` (laid out as c) where there is one.
 inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
                       float* c, int64_t ldc, int64_t p, int64_t k0, int kc, int64_t i0, int rows,
-                      const float* ahead = nullptr, int ahead_rows = 0, int64_t activation = kNone) {
+                      const float* ahead = nullptr, int ahead_rows = 0, int64_t activation = kNone,
+                      const float* residual = nullptr) {
   const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, n - n0);
   const float* ar = a + i0 * lda + k0;
   const float* b = panels + (p * k + k0) * kPanel;
   float* cr = c + i0 * ldc + n0;
   const float* panel_bias = bias ? bias + n0 : nullptr;
-  const int64_t activate = k0 + kc >= k ? activation : kNone;  // on the last K block's store
+  const bool last = k0 + kc >= k;
+  const int64_t activate = last ? activation : kNone;  // on the last K block's store
+  const float* panel_residual = last && residual ? residual + i0 * ldc + n0 : nullptr;
   if (width == kPanel) {
     kTiles[rows - 1](kc, ar, lda, b, cr, ldc, k0 == 0, panel_bias, ahead, ahead_rows);
     Activate(cr, ldc, rows, kPanel, activate);
+    if (panel_residual) AddResidual(cr, panel_residual, ldc, rows, kPanel);
     return;
   }
   alignas(64) float scratch[kRows * kPanel];
@@ -161,10 +177,12 @@ inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const f
   kTiles[rows - 1](kc, ar, lda, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr, ahead, ahead_rows);
   for (int r = 0; r < rows; ++r) std::memcpy(cr + r * ldc, scratch + r * kPanel, width * sizeof(float));
   Activate(cr, ldc, rows, width, activate);
+  if (panel_residual) AddResidual(cr, panel_residual, ldc, rows, width);
 }
 
-// c[rows r0..r1, panels p0..p1] = a[m, k] (row stride lda) x panels[PanelCount(n)][k][NR] (+ bias[n]),
-// c with row stride ldc. Panels go in groups of kGroup: per K block, each row tile's slice of a is
+// c[rows r0..r1, panels p0..p1] = act(a[m, k] (row stride lda) x panels[PanelCount(n)][k][NR] (+ bias[n]))
+// (+ residual[m, n]), c and residual with row stride ldc. Panels go in groups of kGroup: per K block,
+// each row tile's slice of a is
 // loaded into L1 once for the whole group, whose panel slices (kGroup x kDepth x NR floats) sit in
 // L2, so a is re-read once per group rather than once per panel (it outgrows L2 at ViT's 197 rows
 // x 3072). Meanwhile each tile fetches its share of the slice its panel needs next into L2, so the
@@ -173,7 +191,7 @@ constexpr int64_t kGroup = 4;
 
 inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
                          float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1,
-                         int64_t activation = kNone) {
+                         int64_t activation = kNone, const float* residual = nullptr) {
   const int64_t tiles = (r1 - r0 + kRows - 1) / kRows;
   const int share = static_cast<int>((kDepth + tiles - 1) / tiles);
   for (int64_t g = p0; g < p1; g += kGroup) {
@@ -190,7 +208,7 @@ inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, cons
           const int64_t next_panel = more_k ? p : p + kGroup;
           const float* next = next_panel < p1 ? panels + (next_panel * k + (more_k ? k0 + kc : 0)) * kPanel : nullptr;
           PanelTile(n, k, a, lda, panels, bias, c, ldc, p, k0, kc, i0, rows, next ? next + from * kPanel : nullptr,
-                    next ? count : 0, activation);
+                    next ? count : 0, activation, residual);
         }
       }
     }

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from .. import precision
 from ..registry import lowering
 from ..native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN
-from ..panel_matmul import PanelWeight, panel_matmul, runs_natively
+from ..panel_matmul import PanelWeight, panel_matmul, residual_fits, runs_natively
 from ..weight_layout import RowsAlongK
 
 
@@ -61,17 +61,22 @@ def _row_bias(c, beta, columns):
 
 
 @lowering(MATMUL_BIAS, domain=NATIVE_DOMAIN)
-def matmul_bias(ctx, a, b, bias=None, activation=None):
-    """MatMul -> Add(bias row) [-> Gelu] as native_rewrites merged them: the bias and the GELU
-    applied by the panel kernel where it runs the product."""
+def matmul_bias(ctx, a, b, bias=None, residual=None, activation=None, residual_reshaped=0):
+    """MatMul -> Add(bias row) [-> Gelu] [-> Add(residual)] as native_rewrites merged them: the
+    bias, the GELU and the residual applied by the panel kernel where it runs the product (a
+    `residual_reshaped` residual is read in the product's shape: the Add was after a Reshape)."""
     activation = activation.decode() if isinstance(activation, bytes) else activation
-    if isinstance(b, PanelWeight) and runs_natively(a, b) and (bias is None or jnp.result_type(bias) == jnp.float32):
-        return panel_matmul(a, b, None if bias is None else jnp.reshape(bias, (b.n,)), activation)
+    if residual is not None and residual_reshaped:
+        columns = b.n if isinstance(b, PanelWeight) else jnp.shape(b)[-1]
+        residual = jnp.reshape(residual, tuple(jnp.shape(a)[:-1]) + (columns,))
+    if (isinstance(b, PanelWeight) and runs_natively(a, b) and (bias is None or jnp.result_type(bias) == jnp.float32)
+            and (residual is None or residual_fits(a, b, residual))):
+        return panel_matmul(a, b, None if bias is None else jnp.reshape(bias, (b.n,)), activation, residual)
     product = precision.matmul(ctx, a, b)
     result = product if bias is None else (product + jnp.asarray(bias)).astype(product.dtype)
-    if activation is None:
-        return result
-    return jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
+    if activation is not None:
+        result = jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
+    return result if residual is None else result + residual
 
 
 @lowering(MATMUL_TRANSPOSED, domain=NATIVE_DOMAIN)
