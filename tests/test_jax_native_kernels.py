@@ -377,6 +377,16 @@ def test_residual_add_after_a_reshaped_product_and_a_broadcast_one():
 
 
 @needs_kernels
+def test_reshaped_product_that_broadcasts_against_the_residual_keeps_the_add():
+    feeds = {"X": _floats(5, 128), "R": _floats(2, 5, 300)}
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["P"]), helper.make_node("Reshape", ["P", "shape"], ["Q"]),
+             helper.make_node("Add", ["Q", "R"], ["Y"])]
+    model = _model(nodes, feeds, ["Y"], {"W": _floats(128, 300, scale=0.1), "shape": np.array([1, 5, 300], np.int64)})
+    compiled = _check(model, feeds)
+    assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]
+
+
+@needs_kernels
 def test_residual_add_after_a_gelu_epilogue():
     feeds = {"X": _floats(9, 128, scale=2.0), "R": _floats(9, 200)}
     nodes = [helper.make_node("MatMul", ["X", "W"], ["H"]), helper.make_node("Gelu", ["H"], ["G"]),

@@ -129,13 +129,15 @@ def fuse_residual_epilogue(graph: Graph) -> int:
                 _merge(graph, node, add, [*inputs, residual], attributes, "residual")
                 fused += 1
             continue
-        reshape, add = _add_under_reshape(node)
+        reshape = _sole_reshape(node)
+        add = _sole_reader(reshape, "Add") if reshape is not None else None
         if add is None:
             continue
         residual = add.inputs[1 - reshape.outputs[0].uses[0].index]
-        if not _computed_float(residual) or not _same_known_shape(residual, add.outputs[0]):
+        if not (_computed_float(residual) and _same_known_shape(residual, add.outputs[0])
+                and _same_known_shape(reshape.outputs[0], add.outputs[0])):
             continue
-        # Add(Reshape(P), R) = Reshape(P + R viewed in P's shape), R exactly the Add's shape
+        # Add(Reshape(P), R) = Reshape(P + R viewed in P's shape) where neither side broadcasts
         attributes["residual_reshaped"] = Attr("residual_reshaped", AttrType.INT, 1)
         merged = Node(MATMUL_BIAS, [*inputs, residual], attributes, domain=NATIVE_DOMAIN, outputs=[None],
                       name=f"{node.name or 'product'}_residual")
@@ -149,38 +151,33 @@ def fuse_residual_epilogue(graph: Graph) -> int:
 
 
 def _computed_float(value: Value | None) -> bool:
+    """Whether `value` is a float32 tensor computed at run time (not a constant)."""
     return value is not None and not value.is_constant and value.dtype is not None and value.dtype.name == "FLOAT"
 
 
 def _same_known_shape(a: Value, b: Value) -> bool:
+    """Whether the two shapes are known and equal dim for dim (symbols by name)."""
     return a.shape is not None and b.shape is not None and None not in a.shape and tuple(a.shape) == tuple(b.shape)
 
 
-def _add_under_reshape(node: Node) -> tuple[Node | None, Node | None]:
-    """(Reshape, Add) where `node`'s product is only reshaped and the reshape only read by an Add."""
+RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
+
+def _sole_reshape(node: Node) -> Node | None:
+    """The reshape-like node that is the only reader of `node`'s (non-graph-output) first output."""
     product = node.outputs[0]
     if product.is_graph_output() or len(product.uses) != 1 or product.uses[0].index != 0:
-        return None, None
+        return None
     reshape = product.uses[0].node
-    if reshape.op_type not in RESHAPES or reshape.domain not in ("", "ai.onnx"):
-        return None, None
-    return reshape, _sole_reader(reshape, "Add")
-
-
-RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+    return reshape if reshape.op_type in RESHAPES and reshape.domain in ("", "ai.onnx") else None
 
 
 def _gelu_under_reshape(graph: Graph, node: Node) -> Node | None:
     """Where `node`'s product is only reshaped and then read by Gelu alone (torchscript's GPT-2:
     Gemm on [tokens, K], Reshape to [1, tokens, N], Gelu), move the Gelu before the reshape, which
     it commutes with as an elementwise op, and return it; None (graph unchanged) otherwise."""
-    product = node.outputs[0]
-    if product.is_graph_output() or len(product.uses) != 1 or product.uses[0].index != 0:
-        return None
-    reshape = product.uses[0].node
-    if reshape.op_type not in RESHAPES or reshape.domain not in ("", "ai.onnx"):
-        return None
-    gelu = _sole_reader(reshape, "Gelu")
+    product, reshape = node.outputs[0], _sole_reshape(node)
+    gelu = _sole_reader(reshape, "Gelu") if reshape is not None else None
     if gelu is None or product.type is None:
         return None
     moved = Node("Gelu", [product], dict(gelu.attributes), outputs=[None], name=gelu.name)
