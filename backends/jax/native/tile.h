@@ -182,10 +182,9 @@ inline void PanelTile(int64_t n, int64_t k, const float* a, int64_t lda, const f
 
 // c[rows r0..r1, panels p0..p1] = act(a[m, k] (row stride lda) x panels[PanelCount(n)][k][NR] (+ bias[n]))
 // (+ residual[m, n]), c and residual with row stride ldc. Panels go in groups of kGroup: per K block,
-// each row tile's slice of a is
-// loaded into L1 once for the whole group, whose panel slices (kGroup x kDepth x NR floats) sit in
-// L2, so a is re-read once per group rather than once per panel (it outgrows L2 at ViT's 197 rows
-// x 3072). Meanwhile each tile fetches its share of the slice its panel needs next into L2, so the
+// each row tile's slice of a is loaded into L1 once for the whole group, whose panel slices
+// (kGroup x kDepth x NR floats) sit in L2, so a is re-read once per group rather than once per
+// panel (it outgrows L2 at ViT's 197 rows x 3072). Meanwhile each tile fetches its share of the slice its panel needs next into L2, so the
 // weight streams in evenly instead of in bursts.
 constexpr int64_t kGroup = 4;
 
