@@ -88,14 +88,28 @@ inline Vec Gelu(Vec x, int64_t form) {
   return _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf));
 }
 
-// `form` applied in place to rows x width floats of c (row stride ldc), just stored and still in L1
-inline void Activate(float* c, int64_t ldc, int rows, int64_t width, int64_t form) {
-  if (form == kNone) return;
+// c[r, j..j+16) = update(c[r, j..j+16), r, j, lanes) over rows x width floats of c (row stride ldc),
+// the last vector of a row masked to the width: the epilogues below, on a tile just stored and in L1
+template <typename Update>
+inline void UpdateTile(float* c, int64_t ldc, int rows, int64_t width, Update update) {
   for (int r = 0; r < rows; ++r)
     for (int64_t j = 0; j < width; j += kLanes) {
       const __mmask16 lanes = width - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (width - j)) - 1);
-      _mm512_mask_storeu_ps(c + r * ldc + j, lanes, Gelu(_mm512_maskz_loadu_ps(lanes, c + r * ldc + j), form));
+      _mm512_mask_storeu_ps(c + r * ldc + j, lanes, update(_mm512_maskz_loadu_ps(lanes, c + r * ldc + j), r, j, lanes));
     }
+}
+
+// `form` applied in place to rows x width floats of c
+inline void Activate(float* c, int64_t ldc, int rows, int64_t width, int64_t form) {
+  if (form == kNone) return;
+  UpdateTile(c, ldc, rows, width, [form](Vec v, int, int64_t, __mmask16) { return Gelu(v, form); });
+}
+
+// c[rows x width] += residual (laid out as c)
+inline void AddResidual(float* c, const float* residual, int64_t ldc, int rows, int64_t width) {
+  UpdateTile(c, ldc, rows, width, [=](Vec v, int r, int64_t j, __mmask16 lanes) {
+    return _mm512_add_ps(v, _mm512_maskz_loadu_ps(lanes, residual + r * ldc + j));
+  });
 }
 
 // c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] (row stride lda) * b[kc x NR];
@@ -136,17 +150,6 @@ constexpr std::array<TileFn, sizeof...(Rs)> MakeTiles(std::integer_sequence<int,
 inline constexpr auto kTiles = MakeTiles(std::make_integer_sequence<int, kRows>{});
 
 inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
-
-// c[rows x width] (row stride ldc) += residual (same layout), just stored and still in L1
-inline void AddResidual(float* c, const float* residual, int64_t ldc, int rows, int64_t width) {
-  for (int r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < width; j += kLanes) {
-      const __mmask16 lanes = width - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (width - j)) - 1);
-      const Vec sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, c + r * ldc + j),
-                                    _mm512_maskz_loadu_ps(lanes, residual + r * ldc + j));
-      _mm512_mask_storeu_ps(c + r * ldc + j, lanes, sum);
-    }
-}
 
 // One tile of c: rows [i0, i0 + rows) x panel p, K block [k0, k0 + kc); a ragged last panel goes
 // through a full-width scratch tile. The last K block's store applies `activation`, then adds
