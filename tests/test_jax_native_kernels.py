@@ -48,7 +48,7 @@ def _custom_call_targets(compiled, feeds) -> list[str]:
 
 
 @needs_kernels
-@pytest.mark.parametrize("m_shape, k, n", [((1,), 300, 77), ((5, 3), 64, 300), ((2, 129), 600, 130), ((128,), 768, 2304)])
+@pytest.mark.parametrize("m_shape, k, n", [((1,), 300, 77), ((5, 3), 64, 300), ((2, 129), 600, 130), ((7, 2), 389, 65), ((128,), 768, 2304)])
 def test_matmul_weights_run_on_the_panel_kernel(m_shape, k, n):
     feeds = {"X": _floats(*m_shape, k)}
     model = _model([helper.make_node("MatMul", ["X", "W"], ["Y"])], feeds, ["Y"], {"W": _floats(k, n, scale=k ** -0.5)})
