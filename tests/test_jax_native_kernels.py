@@ -386,6 +386,55 @@ def test_reshaped_product_that_broadcasts_against_the_residual_keeps_the_add():
     assert _custom_call_targets(compiled, feeds) == ["kiln_panel_matmul"]
 
 
+def _symbolic_model(nodes, inputs: dict[str, list], initializers: dict, outputs=("Y",)):
+    """A model whose inputs have the given (partly symbolic) dims, as exporters write them."""
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name, dims in inputs.items()],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [numpy_helper.from_array(a, name) for name, a in initializers.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+@needs_kernels
+def test_residual_after_a_reshape_whose_dims_only_tracing_matches():
+    """torchscript's GPT-2: Gemm on [tokens, K], Reshape to a shape computed from another tensor,
+    Add of a residual whose symbolic dims carry other names. The residual is fused when tracing
+    shows equal dims, and added by XLA (broadcasting) when it shows otherwise."""
+    nodes = [helper.make_node("Gemm", ["X", "W", "b"], ["P"]), helper.make_node("Shape", ["R"], ["dims"], end=2),
+             helper.make_node("Concat", ["dims", "columns"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["P", "shape"], ["Q"]), helper.make_node("Add", ["Q", "S"], ["Y"])]
+    model = _symbolic_model(nodes, {"X": ["tokens", 128], "R": ["batch", "sequence", 1], "S": ["b", "s", "n"]},
+                            {"W": _floats(128, 300, scale=0.1), "b": _floats(300), "columns": np.array([300], np.int64)})
+    fused = {"X": _floats(10, 128), "R": _floats(2, 5, 1), "S": _floats(2, 5, 300)}
+    compiled = _check(model, fused)
+    assert _custom_call_targets(compiled, fused) == ["kiln_panel_matmul_residual"]
+    assert " add(" not in _compiled_hlo(compiled, fused)
+    broadcast = {**fused, "S": _floats(1, 5, 1)}
+    for want, got in zip(onnxruntime_outputs(model, broadcast), compiled(**broadcast)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert _custom_call_targets(compiled, broadcast) == ["kiln_panel_matmul_bias"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch, fused", [(1, True), (2, False)])
+def test_residual_after_a_transpose_that_moves_only_unit_dims(batch, fused):
+    """torchvision's ViT (sequence-first attention): Gemm(transB) on [tokens x batch, K], Reshape
+    to [tokens, batch, N], Transpose to [batch, tokens, N], Add of the residual stream. At batch 1
+    the transpose is a reshape and the residual is fused; at batch 2 XLA transposes and adds."""
+    nodes = [helper.make_node("Gemm", ["X", "W", "b"], ["P"], transB=1),
+             helper.make_node("Reshape", ["P", "shape"], ["Q"]),
+             helper.make_node("Transpose", ["Q"], ["T"], perm=[1, 0, 2]), helper.make_node("Add", ["T", "R"], ["Y"])]
+    model = _symbolic_model(nodes, {"X": ["rows", 128], "R": ["batch", 7, 300]},
+                            {"W": _floats(300, 128, scale=0.1), "b": _floats(300),
+                             "shape": np.array([7, batch, 300], np.int64)})
+    feeds = {"X": _floats(7 * batch, 128), "R": _floats(batch, 7, 300)}
+    compiled = _check(model, feeds)
+    assert compiled.runner.host_params["W"].shape == (10, 128, 32)  # packed once, as [K, N] panels
+    want = ["kiln_panel_matmul_residual"] if fused else ["kiln_panel_matmul_bias"]
+    assert _custom_call_targets(compiled, feeds) == want
+    assert (" add(" in _compiled_hlo(compiled, feeds)) != fused
+
+
 @needs_kernels
 def test_residual_add_after_a_gelu_epilogue():
     feeds = {"X": _floats(9, 128, scale=2.0), "R": _floats(9, 200)}

@@ -22,6 +22,7 @@ NATIVE_DOMAIN = "ai.graphkiln.native"
 VIEW_ATTENTION = "ViewAttention"
 MATMUL_BIAS = "MatMulBias"
 MATMUL_TRANSPOSED = "MatMulTransposed"
+TRANSPOSED_WEIGHT = "transposed_weight"  # MatMulBias attribute: W stored [N, K], as Gemm's transB
 VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity"})
 
 
@@ -83,7 +84,7 @@ def fuse_matmul_bias(graph: Graph) -> int:
 
 
 def fuse_gelu_epilogue(graph: Graph) -> int:
-    """A product of a constant weight (MatMulBias, MatMul, or Gemm without transposes or scaling)
+    """A product of a constant weight (MatMulBias, MatMul, or Gemm without transA or scaling)
     followed by Gelu (ONNX Gelu-20, either form) becomes one MatMulBias with an `activation`
     attribute, applied by the panel kernel as it stores each output tile (the GELU of a transformer
     MLP otherwise reads and writes its [tokens, 3072] activations once more); returns how many."""
@@ -103,7 +104,7 @@ def fuse_gelu_epilogue(graph: Graph) -> int:
         if form not in ("none", "tanh"):
             continue
         activation = Attr("activation", AttrType.STRING, "gelu" if form == "none" else "gelu_tanh")
-        _merge(graph, node, gelu, inputs, {"activation": activation}, "gelu")
+        _merge(graph, node, gelu, inputs, {**_product_attributes(node), "activation": activation}, "gelu")
         fused += 1
     return fused
 
@@ -121,7 +122,7 @@ def fuse_residual_epilogue(graph: Graph) -> int:
             inputs = (list(node.inputs) + [None])[:3]
         if inputs is None:
             continue
-        attributes = dict(node.attributes) if node.domain == NATIVE_DOMAIN else {}
+        attributes = _product_attributes(node)
         add = _sole_reader(node, "Add")
         if add is not None:
             residual = add.inputs[1 - node.outputs[0].uses[0].index]
@@ -130,12 +131,28 @@ def fuse_residual_epilogue(graph: Graph) -> int:
                 fused += 1
             continue
         reshape = _sole_reshape(node)
-        add = _sole_reader(reshape, "Add") if reshape is not None else None
+        transpose = _sole_reader(reshape, "Transpose") if reshape is not None else None
+        if transpose is not None and "perm" not in transpose.attributes:
+            continue
+        view = transpose or reshape  # torchvision's ViT: Reshape to [tokens, batch, N], Transpose
+        add = _sole_reader(view, "Add") if view is not None else None
         if add is None:
             continue
-        residual = add.inputs[1 - reshape.outputs[0].uses[0].index]
-        if not (_computed_float(residual) and _same_known_shape(residual, add.outputs[0])
+        residual = add.inputs[1 - view.outputs[0].uses[0].index]
+        if not _computed_float(residual):
+            continue
+        if not (transpose is None and _same_known_shape(residual, add.outputs[0])
                 and _same_known_shape(reshape.outputs[0], add.outputs[0])):
+            if reshape.op_type == "Reshape" and not _known_apart(residual, view.outputs[0]):
+                # the lowering fuses the residual once tracing shows it has the viewed product's dims
+                # (torchscript's GPT-2 and ViT name the same token dims apart) and the transpose only
+                # moves dims of 1, and adds it as XLA would otherwise
+                attributes.update({name: a for name, a in reshape.attributes.items() if name == "allowzero"})
+                if transpose is not None:
+                    attributes["perm"] = transpose.attributes["perm"]
+                _merge(graph, node, add, [*inputs, residual, reshape.inputs[1]], attributes, "residual",
+                       through=[reshape, *([transpose] if transpose is not None else [])])
+                fused += 1
             continue
         # Add(Reshape(P), R) = Reshape(P + R viewed in P's shape) where neither side broadcasts
         attributes["residual_reshaped"] = Attr("residual_reshaped", AttrType.INT, 1)
@@ -148,6 +165,14 @@ def fuse_residual_epilogue(graph: Graph) -> int:
         graph.remove_nodes([add, node])
         fused += 1
     return fused
+
+
+def _known_apart(a: Value, b: Value) -> bool:
+    """Whether the two shapes are known to differ: in rank, or in a dim both give as a number."""
+    if a.shape is None or b.shape is None:
+        return False
+    return len(a.shape) != len(b.shape) or any(isinstance(x, int) and isinstance(y, int) and x != y
+                                               for x, y in zip(a.shape, b.shape))
 
 
 def _computed_float(value: Value | None) -> bool:
@@ -198,15 +223,16 @@ def _sole_reader(node: Node, op_type: str) -> Node | None:
     return reader if reader.op_type == op_type and reader.domain in ("", "ai.onnx") else None
 
 
-def _merge(graph: Graph, node: Node, reader: Node, inputs: list, attributes: dict, suffix: str) -> None:
-    """Replace `node` and its sole `reader` with one MatMulBias node producing the reader's output
-    (inputs x, W, bias or None[, residual])."""
+def _merge(graph: Graph, node: Node, reader: Node, inputs: list, attributes: dict, suffix: str,
+           through: list[Node] | None = None) -> None:
+    """Replace `node` and its sole `reader` (reached `through` a Reshape and Transpose, if given) with one
+    MatMulBias node producing the reader's output (inputs x, W, bias or None[, residual[, shape]])."""
     merged = Node(MATMUL_BIAS, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None],
                   name=f"{node.name or 'product'}_{suffix}")
     graph.insert_node(merged, before=reader)
     merged.outputs[0].type = reader.outputs[0].type
     graph.replace_all_uses_with(reader.outputs[0], merged.outputs[0])
-    graph.remove_nodes([reader, node])
+    graph.remove_nodes([reader, *(through or []), node])
 
 
 def _plain_product(node: Node) -> list | None:
@@ -223,12 +249,24 @@ def _plain_product(node: Node) -> list | None:
     if node.op_type != "Gemm":
         return None
     attrs = {name: attr.value for name, attr in node.attributes.items()}
-    if attrs.get("transA", 0) or attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0:
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
         return None
+    columns = weight_shape[0] if attrs.get("transB", 0) else weight_shape[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and (attrs.get("beta", 1.0) != 1.0 or _constant_shape(bias) not in ((weight_shape[1],), (1, weight_shape[1]))):
+    if bias is not None and (attrs.get("beta", 1.0) != 1.0 or _constant_shape(bias) not in ((columns,), (1, columns))):
         return None
     return [node.inputs[0], node.inputs[1], bias]
+
+
+def _product_attributes(node: Node) -> dict:
+    """The attributes a MatMulBias made from `node` (a _plain_product) starts with: a MatMulBias's
+    own, or `transposed_weight` for a Gemm that reads its weight [N, K] (transB)."""
+    if node.domain == NATIVE_DOMAIN:
+        return dict(node.attributes)
+    trans_b = node.attributes.get("transB")
+    if node.op_type == "Gemm" and trans_b is not None and trans_b.value:
+        return {TRANSPOSED_WEIGHT: Attr(TRANSPOSED_WEIGHT, AttrType.INT, 1)}
+    return {}
 
 
 def fuse_transposed_weights(graph: Graph) -> int:

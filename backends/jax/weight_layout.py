@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.ir import Graph
 
-from .native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN
+from .native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN, TRANSPOSED_WEIGHT
 
 
 def weight_layouts(graph: Graph, params: Mapping[str, np.ndarray], *, transpose_matmul_weights: bool = False
@@ -84,7 +84,8 @@ def reads_panels(node: Any, index: int) -> bool:
 def _right_operand_orientation(node: Any, index: int) -> bool | None:
     """False for a [K, N] right operand, True for Gemm's transB [N, K] one, None for any other use."""
     if (node.domain, index) == (NATIVE_DOMAIN, 1) and node.op_type in (MATMUL_BIAS, MATMUL_TRANSPOSED):
-        return node.op_type == MATMUL_TRANSPOSED
+        transposed = node.attributes.get(TRANSPOSED_WEIGHT)
+        return node.op_type == MATMUL_TRANSPOSED or bool(transposed is not None and transposed.value)
     if node.domain not in ("", "ai.onnx") or index != 1:
         return None
     if node.op_type == "MatMul":

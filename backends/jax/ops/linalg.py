@@ -11,6 +11,7 @@ from ..registry import lowering
 from ..native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN
 from ..panel_matmul import PanelWeight, panel_matmul, residual_fits, runs_natively
 from ..weight_layout import RowsAlongK
+from .shape import reshaped_dims
 
 
 @lowering("MatMul")
@@ -61,14 +62,32 @@ def _row_bias(c, beta, columns):
 
 
 @lowering(MATMUL_BIAS, domain=NATIVE_DOMAIN)
-def matmul_bias(ctx, a, b, bias=None, residual=None, activation=None, residual_reshaped=0):
+def matmul_bias(ctx, a, b, bias=None, residual=None, shape=None, activation=None, residual_reshaped=0, allowzero=0,
+                perm=None, transposed_weight=0):
     """MatMul -> Add(bias row) [-> Gelu] [-> Add(residual)] as native_rewrites merged them: the
     bias, the GELU and the residual applied by the panel kernel where it runs the product (a
-    `residual_reshaped` residual is read in the product's shape: the Add was after a Reshape)."""
+    `residual_reshaped` residual is read in the product's shape: the Add was after a Reshape). With
+    a `shape` input the node is Add(Transpose(Reshape(product, shape), perm), residual) (no
+    Transpose without `perm`): the residual is fused where tracing shows it has those dims exactly
+    and the transpose moves only dims of 1, so that the whole view is a reshape. A
+    `transposed_weight` W is stored [N, K] (Gemm's transB); its panels hold it as [K, N]."""
     activation = activation.decode() if isinstance(activation, bytes) else activation
+    if transposed_weight and not isinstance(b, PanelWeight):
+        b, transposed_weight = jnp.transpose(b), 0
+    columns = b.n if isinstance(b, PanelWeight) else jnp.shape(b)[-1]
+    product_dims = tuple(jnp.shape(a)[:-1]) + (columns,)
+    if shape is not None:
+        dims = reshaped_dims(product_dims, shape, allowzero)
+        order = tuple(perm) if perm is not None else tuple(range(len(dims)))
+        viewed = tuple(dims[axis] for axis in order)
+        moved = [axis for axis in order if not _same_dims((dims[axis],), (1,))]
+        if moved == sorted(moved) and _same_dims(tuple(jnp.shape(residual)), viewed):
+            fused = matmul_bias(ctx, a, b, bias, jnp.reshape(residual, product_dims), activation=activation)
+            return jnp.reshape(fused, viewed)
+        product = jnp.reshape(matmul_bias(ctx, a, b, bias, activation=activation), dims)
+        return jnp.transpose(product, order) + residual
     if residual is not None and residual_reshaped:
-        columns = b.n if isinstance(b, PanelWeight) else jnp.shape(b)[-1]
-        residual = jnp.reshape(residual, tuple(jnp.shape(a)[:-1]) + (columns,))
+        residual = jnp.reshape(residual, product_dims)
     if (isinstance(b, PanelWeight) and runs_natively(a, b) and (bias is None or jnp.result_type(bias) == jnp.float32)
             and (residual is None or residual_fits(a, b, residual))):
         return panel_matmul(a, b, None if bias is None else jnp.reshape(bias, (b.n,)), activation, residual)
@@ -77,6 +96,14 @@ def matmul_bias(ctx, a, b, bias=None, residual=None, activation=None, residual_r
     if activation is not None:
         result = jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
     return result if residual is None else result + residual
+
+
+def _same_dims(first: tuple, second: tuple) -> bool:
+    """Whether two shapes are provably equal, symbolic dims included (undecidable counts as no)."""
+    try:
+        return len(first) == len(second) and all(bool(x == y) for x, y in zip(first, second))
+    except Exception:  # noqa: BLE001  (jax raises its own error for an inconclusive symbolic comparison)
+        return False
 
 
 @lowering(MATMUL_TRANSPOSED, domain=NATIVE_DOMAIN)

@@ -51,6 +51,11 @@ def identity(ctx, x):
     return x
 
 
+def reshaped_dims(data_shape: tuple, shape: Any, allowzero: int = 0) -> tuple:
+    """The dims ONNX Reshape gives data of `data_shape` for its (trace-time static) `shape` input."""
+    return _infer_minus_one(data_shape, _reshape_target(data_shape, static_ints(shape), allowzero))
+
+
 def _reshape_target(data_shape: tuple, target: tuple, allowzero: int) -> tuple:
     if allowzero:
         return target
