@@ -129,31 +129,29 @@ def fuse_residual_epilogue(graph: Graph) -> int:
             if _computed_float(residual):
                 _merge(graph, node, add, [*inputs, residual], attributes, "residual")
                 fused += 1
-            continue
-        reshape = _sole_reshape(node)
-        transpose = _sole_reader(reshape, "Transpose") if reshape is not None else None
-        if transpose is not None and "perm" not in transpose.attributes:
-            continue
-        view = transpose or reshape  # torchvision's ViT: Reshape to [tokens, batch, N], Transpose
-        add = _sole_reader(view, "Add") if view is not None else None
-        if add is None:
-            continue
-        residual = add.inputs[1 - view.outputs[0].uses[0].index]
-        if not _computed_float(residual):
-            continue
-        if not (transpose is None and _same_known_shape(residual, add.outputs[0])
-                and _same_known_shape(reshape.outputs[0], add.outputs[0])):
-            if reshape.op_type == "Reshape" and not _known_apart(residual, view.outputs[0]):
-                # the lowering fuses the residual once tracing shows it has the viewed product's dims
-                # (torchscript's GPT-2 and ViT name the same token dims apart) and the transpose only
-                # moves dims of 1, and adds it as XLA would otherwise
-                attributes.update({name: a for name, a in reshape.attributes.items() if name == "allowzero"})
-                if transpose is not None:
-                    attributes["perm"] = transpose.attributes["perm"]
-                _merge(graph, node, add, [*inputs, residual, reshape.inputs[1]], attributes, "residual",
-                       through=[reshape, *([transpose] if transpose is not None else [])])
-                fused += 1
-            continue
+        elif _fuse_residual_through_view(graph, node, inputs, attributes):
+            fused += 1
+    return fused
+
+
+def _fuse_residual_through_view(graph: Graph, node: Node, inputs: list, attributes: dict) -> bool:
+    """Fuse Add(view(product), R), the view a reshape-like node or a Reshape then a Transpose,
+    into one MatMulBias; returns whether it did. Where the shapes are known equal and nothing
+    broadcasts, R is read in the product's shape (residual_reshaped) and the view stays; where only
+    tracing can tell, the view travels along (shape, perm) for the lowering to decide."""
+    reshape = _sole_reshape(node)
+    transpose = _sole_reader(reshape, "Transpose") if reshape is not None else None
+    if transpose is not None and "perm" not in transpose.attributes:
+        return False
+    view = transpose or reshape  # torchvision's ViT: Reshape to [tokens, batch, N], Transpose
+    add = _sole_reader(view, "Add") if view is not None else None
+    if add is None:
+        return False
+    residual = add.inputs[1 - view.outputs[0].uses[0].index]
+    if not _computed_float(residual):
+        return False
+    if (transpose is None and _same_known_shape(residual, add.outputs[0])
+            and _same_known_shape(reshape.outputs[0], add.outputs[0])):
         # Add(Reshape(P), R) = Reshape(P + R viewed in P's shape) where neither side broadcasts
         attributes["residual_reshaped"] = Attr("residual_reshaped", AttrType.INT, 1)
         merged = Node(MATMUL_BIAS, [*inputs, residual], attributes, domain=NATIVE_DOMAIN, outputs=[None],
@@ -163,8 +161,18 @@ def fuse_residual_epilogue(graph: Graph) -> int:
         reshape.replace_input_with(0, merged.outputs[0])
         graph.replace_all_uses_with(add.outputs[0], reshape.outputs[0])
         graph.remove_nodes([add, node])
-        fused += 1
-    return fused
+        return True
+    if reshape.op_type != "Reshape" or _known_apart(residual, view.outputs[0]):
+        return False
+    # the lowering fuses the residual once tracing shows it has the viewed product's dims (torchscript's
+    # GPT-2 and ViT name the same token dims apart) and the transpose only moves dims of 1, and adds
+    # it as XLA would otherwise
+    attributes.update({name: a for name, a in reshape.attributes.items() if name == "allowzero"})
+    if transpose is not None:
+        attributes["perm"] = transpose.attributes["perm"]
+    _merge(graph, node, add, [*inputs, residual, reshape.inputs[1]], attributes, "residual",
+           through=[reshape, *([transpose] if transpose is not None else [])])
+    return True
 
 
 def _known_apart(a: Value, b: Value) -> bool:

@@ -80,8 +80,9 @@ def matmul_bias(ctx, a, b, bias=None, residual=None, shape=None, activation=None
         dims = reshaped_dims(product_dims, shape, allowzero)
         order = tuple(perm) if perm is not None else tuple(range(len(dims)))
         viewed = tuple(dims[axis] for axis in order)
-        moved = [axis for axis in order if not _same_dims((dims[axis],), (1,))]
-        if moved == sorted(moved) and _same_dims(tuple(jnp.shape(residual)), viewed):
+        # jax's == on symbolic dims is False unless provable, so an undecided dim counts as moved
+        moved = [axis for axis in order if dims[axis] != 1]
+        if moved == sorted(moved) and tuple(jnp.shape(residual)) == viewed:
             fused = matmul_bias(ctx, a, b, bias, jnp.reshape(residual, product_dims), activation=activation)
             return jnp.reshape(fused, viewed)
         product = jnp.reshape(matmul_bias(ctx, a, b, bias, activation=activation), dims)
@@ -96,14 +97,6 @@ def matmul_bias(ctx, a, b, bias=None, residual=None, shape=None, activation=None
     if activation is not None:
         result = jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
     return result if residual is None else result + residual
-
-
-def _same_dims(first: tuple, second: tuple) -> bool:
-    """Whether two shapes are provably equal, symbolic dims included (undecidable counts as no)."""
-    try:
-        return len(first) == len(second) and all(bool(x == y) for x, y in zip(first, second))
-    except Exception:  # noqa: BLE001  (jax raises its own error for an inconclusive symbolic comparison)
-        return False
 
 
 @lowering(MATMUL_TRANSPOSED, domain=NATIVE_DOMAIN)
