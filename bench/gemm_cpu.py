@@ -143,13 +143,16 @@ def measure_chains(threads: int, blocks: int, layers: int = 12) -> list[dict[str
 
 
 def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
+    from compiler.benchmark import steal_sentence
+
     machine = env["machine"]
     native = all("native" in row for row in rows)
     lines = [
         "# fp32 GEMM kernels on the CPU: XLA's dot and the native panel kernel vs onnxruntime's MatMul",
         "",
         f"Recorded {env['date_utc']} by `python bench/gemm_cpu.py --threads {env['threads']}`.",
-        f"Machine: {machine['cpu']}, {machine['cpus']} logical CPUs usable, {machine['os']}.",
+        f"Machine: {machine['cpu']}, {machine['cpus']} logical CPUs usable, {machine['os']}. "
+        + steal_sentence(env.get("steal_percent")),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
         f"Threads: {env['threads']} for both. XLA: `jnp.matmul(..., precision=HIGHEST)` jitted, weight passed as an "
         "argument (as the JAX backend passes weights), the dot lowered by XLA:CPU to a YNNPACK fusion; [N,K] is the "
@@ -192,10 +195,11 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "gemm_cpu"))
     args = parser.parse_args()
-    from compiler.benchmark import machine_description, pinned_threads
+    from compiler.benchmark import cpu_ticks, machine_description, pinned_threads, steal_percent
 
     from backends.jax import native
 
+    ticks_before = cpu_ticks()
     with pinned_threads(args.threads) as threads:
         rows = measure(threads, args.blocks)
         chains = measure_chains(threads, args.blocks) if native.library() is not None else []
@@ -204,7 +208,7 @@ def main() -> int:
 
     env = {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": machine_description(), "threads": threads, "chains": chains,
-           "native_unavailable": native.unavailable_reason(),
+           "native_unavailable": native.unavailable_reason(), "steal_percent": steal_percent(ticks_before, cpu_ticks()),
            "versions": {"jax": jax.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}}
     with open(args.out + ".json", "w") as handle:
         json.dump({"environment": env, "rows": rows}, handle, indent=1)

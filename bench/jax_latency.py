@@ -134,24 +134,29 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
+    """Each model measured in a fresh process (its own XLA client and thread pools), in turn."""
+    from compiler.benchmark import cpu_ticks, steal_percent
+
     results = []
     for name, kind, path in find_models(args.samples, args.models, args.exporters, args.only):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
             target = handle.name
         command = [sys.executable, os.path.abspath(__file__), "--single", path, "--kind", kind, "--json", target,
                    "--batch", str(args.batch), "--seq", str(args.seq), "--repeat", str(args.repeat),
-                   "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                   "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--threads", str(args.threads)]
         command += [f"-O{level}" for level in args.opt_levels] + (["--no-native"] if args.no_native else [])
         print(f"== {name} ({kind}), load {os.getloadavg()[0]:.2f}", flush=True)
+        ticks = cpu_ticks()
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
         if done.returncode == 0:
             with open(target) as result_file:
                 result = json.load(result_file)
-            result.update(name=name, kind=kind)
+            result.update(name=name, kind=kind, steal_percent=steal_percent(ticks, cpu_ticks()))
             ort = result["onnxruntime"]["median_ms"]
             for level, entry in result["kiln"].items():
                 print(f"   kiln {level} {entry['median_ms']:.2f} ms vs onnxruntime {ort:.2f} ms: "
                       f"{entry['ort_over_kiln']:.2f}x, max rel diff {entry['max_rel_diff']:.2g}", flush=True)
+            print(f"   CPU time stolen while measuring it: {result['steal_percent']}%", flush=True)
         else:
             error = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
             result = {"name": name, "kind": kind, "error": error}
@@ -169,8 +174,8 @@ def native_unavailable() -> str | None:
     return f"unavailable: {reason}" if reason else None
 
 
-def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple) -> dict[str, Any]:
-    """Machine, versions, threads and load: what the figures depend on."""
+def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple, steal: float | None) -> dict[str, Any]:
+    """Machine, versions, threads, load and stolen CPU time: what the figures depend on."""
     import jax
     import jaxlib
     import onnx
@@ -193,23 +198,27 @@ def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple)
         "native_kernels": "off (--no-native)" if args.no_native else (native_unavailable() or "on"),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
+        "steal_percent": steal,
     }
 
 
 def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str:
+    from compiler.benchmark import steal_sentence
+
     machine, versions = env["machine"], env["versions"]
     header = "| model | inputs | ORT ms | " + " | ".join(f"kiln -O{l} ms | ORT/kiln -O{l}" for l in levels)
-    header += " | max rel diff | compile s |"
+    header += " | max rel diff | compile s | steal % |"
     lines = [
         f"# JAX CPU backend vs onnxruntime: latency (batch {env['batch']})",
         "",
         f"Recorded {env['date_utc']} by `python bench/jax_latency.py --batch {env['batch']} --seq {env['sequence']} "
-        f"--threads {env['threads']} --repeat {env['repeat']}`.",
+        f"--threads {env['threads']} --repeat {env['repeat']} --rounds {env['rounds']}`.",
         f"Machine: {machine['cpu']}, {machine['cpus']} logical CPUs usable, {machine['os']}, Python {machine['python']}.",
         f"Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"Threads: {env['threads']} for both (onnxruntime intra_op_num_threads, inter_op 1; XLA's CPU client "
         f"sized by the process's CPU affinity). XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.",
-        f"Load average (1/5/15 min) before: {env['load_average_before']}, after: {env['load_average_after']}.",
+        f"Load average (1/5/15 min) before: {env['load_average_before']}, after: {env['load_average_after']}. "
+        + steal_sentence(env.get("steal_percent")),
         f"Native CPU kernels (backends/jax/native: panel GEMM, attention, layer norm): {env.get('native_kernels', 'on')}.",
         "kiln: `compiler.compile(..., backend='cpu', opt_level=N)`, fp32; onnxruntime: ORT_ENABLE_ALL, "
         f"CPUExecutionProvider. Each runtime is timed in blocks of calls ({env['rounds']} rounds, the runtimes "
@@ -219,7 +228,7 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
         "inputs from bench/build_models.example_inputs (last quarter of the attention mask padded).",
         "",
         header,
-        "|---|---|---:|" + "---:|---:|" * len(levels) + "---:|---:|",
+        "|---|---|---:|" + "---:|---:|" * len(levels) + "---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
@@ -232,6 +241,7 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
             cells += [f"{entry['median_ms']:.2f}", f"{entry['ort_over_kiln']:.2f}x"]
         cells.append(" / ".join(f"{r['kiln'][f'O{l}']['max_rel_diff']:.1e}" for l in levels))
         cells.append(" / ".join(f"{r['kiln'][f'O{l}']['compile_s']:.1f}" for l in levels))
+        cells.append("?" if r.get("steal_percent") is None else f"{r['steal_percent']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     transformers = [r for r in results if "error" not in r and r["name"].rsplit("_", 1)[0] in TRANSFORMERS]
     if transformers:
@@ -240,7 +250,8 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
         summary = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in best.items())
         lines += ["", f"Goal (no slower than onnxruntime on the transformer models, best -O level): "
                       f"{'met' if met else 'NOT met'} ({summary})."]
-    lines += ["", "ORT/kiln > 1 means kiln is faster. max rel diff = max |ORT - kiln| / max |ORT| over the outputs.",
+    lines += ["", "ORT/kiln > 1 means kiln is faster. max rel diff = max |ORT - kiln| / max |ORT| over the outputs. "
+              "steal %: CPU time the hypervisor gave other guests while that model was measured (/proc/stat).",
               "Zoo weights come from the configs' initializers: BERT's and GPT-2's linear biases are zero, so kiln's -O2 "
               "drops those Adds while onnxruntime still runs them (1-2% of its time on BERT, by its profiler); with "
               "trained weights the panel kernel adds a bias as it stores the product (MatMulBias)."]
@@ -277,9 +288,11 @@ def main() -> int:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)
         return 0
-    load_before = os.getloadavg()
+    from compiler.benchmark import cpu_ticks, steal_percent
+
+    load_before, ticks_before = os.getloadavg(), cpu_ticks()
     results = run_all(args)
-    env = environment(args, load_before, os.getloadavg())
+    env = environment(args, load_before, os.getloadavg(), steal_percent(ticks_before, cpu_ticks()))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".json", "w") as handle:
         json.dump({"environment": env, "results": results}, handle, indent=1)

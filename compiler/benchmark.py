@@ -38,6 +38,35 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_ticks(stat_path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(busy, stolen) clock ticks of all CPUs since boot, from the kernel's `cpu` line (None where
+    there is none): on a shared VM the stolen share says how much neighbours disturbed a timing."""
+    try:
+        with open(stat_path) as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return user + nice + system + irq + softirq, steal
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Percent of the CPU time this machine wanted between two cpu_ticks() readings that the
+    hypervisor gave to other guests instead (None when either reading is missing or nothing ran)."""
+    if before is None or after is None:
+        return None
+    busy, stolen = after[0] - before[0], after[1] - before[1]
+    return round(100.0 * stolen / (busy + stolen), 1) if busy + stolen > 0 else None
+
+
+def steal_sentence(percent: float | None) -> str:
+    """One line for a results file saying how much CPU time other guests took during the run."""
+    measured = f"{percent}%" if percent is not None else "not measured"
+    return f"CPU time stolen by other guests during the run: {measured}."
+
+
 @contextlib.contextmanager
 def pinned_threads(threads: int | None) -> Iterator[int]:
     """Pin this process to `threads` CPUs while benchmarking (XLA sizes its thread pools from the

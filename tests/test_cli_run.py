@@ -113,3 +113,16 @@ def test_bench_reports_both_runtimes(model_and_data, tmp_path, capsys):
         assert timing["repeat"] == 5 and 0 < timing["min_ms"] <= timing["median_ms"] <= timing["p90_ms"]
     assert result["speedup"] == pytest.approx(result["onnxruntime"]["median_ms"] / result["kiln"]["median_ms"])
     assert result["machine"]["cpu"]
+
+
+def test_stolen_cpu_time_is_read_from_the_kernels_cpu_line(tmp_path):
+    from compiler.benchmark import cpu_ticks, steal_percent, steal_sentence
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 20 9000 7 3 2 30 0 0\ncpu0 50 2 10 4500 3 1 1 15 0 0\n")
+    before = cpu_ticks(str(stat))
+    assert before == (130, 30)  # user + nice + system + irq + softirq; steal
+    stat.write_text("cpu  400 5 70 9900 7 3 2 80 0 0\n")
+    assert steal_percent(before, cpu_ticks(str(stat))) == pytest.approx(100 * 50 / (350 + 50), abs=0.05)
+    assert cpu_ticks(str(tmp_path / "absent")) is None and steal_percent(None, before) is None
+    assert steal_sentence(None).endswith("not measured.") and "12.5%" in steal_sentence(12.5)
