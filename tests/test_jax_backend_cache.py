@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = """
@@ -26,10 +28,21 @@ print(json.dumps({"hits": len(hits), "cache": jax.config.jax_compilation_cache_d
 """
 
 
-def _run(tmp_path, **env_overrides) -> dict:
+CLI = """
+import json, sys
+import jax.monitoring
+events = []
+jax.monitoring.register_event_listener(lambda event, **_: events.append(event.rsplit("/", 1)[-1]))
+from compiler.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "hits": events.count("cache_hits"), "misses": events.count("cache_misses")}))
+"""
+
+
+def _run(tmp_path, script: str = SCRIPT, args: tuple = (os.path.join(REPO, "tests"),), **env_overrides) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_") or k == "KILN_VERIFY"}
     env.update(PYTHONPATH=REPO, **env_overrides)
-    done = subprocess.run([sys.executable, "-c", SCRIPT, os.path.join(REPO, "tests")], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                           env=env, cwd=str(tmp_path), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -57,3 +70,19 @@ def test_kiln_no_cache_disables_it(tmp_path):
     result = _run(tmp_path, KILN_CACHE_DIR=str(cache), KILN_NO_CACHE="1")
     assert result["cache"] is None and result["hits"] == 0
     assert not cache.exists()
+
+
+def test_kiln_run_of_a_static_artifact_finds_what_kiln_compile_cached(tmp_path):
+    """kiln compile compiles a fully static artifact as kiln run will jit and place it, so the run
+    in a new process compiles nothing."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from jax_backend_support import mlp_model
+
+    model, out, data = tmp_path / "mlp.onnx", tmp_path / "out", tmp_path / "x.npz"
+    model.write_bytes(mlp_model(seed=11, batch=3).SerializeToString())
+    np.savez(data, X=np.ones((3, 8), np.float32))
+    cache = str(tmp_path / "cache")
+    compiled = _run(tmp_path, CLI, ("compile", str(model), "--backend", "cpu", "-o", str(out)), KILN_CACHE_DIR=cache)
+    assert compiled["code"] == 0 and compiled["misses"] >= 1
+    ran = _run(tmp_path, CLI, ("run", str(out), "--inputs", str(data)), KILN_CACHE_DIR=cache)
+    assert ran["code"] == 0 and ran["misses"] == 0 and ran["hits"] >= 1

@@ -5,11 +5,14 @@ through a saved artifact."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import compiler
+from backends.jax.xla_options import YNN_FUSIONS, compiler_options
 from compiler.backend_registry import load_artifact
 from jax_backend_support import onnxruntime_outputs
 
@@ -58,6 +61,29 @@ def test_general_conv_keeps_xla_convolution():
     compiled = compiler.compile(model, backend="cpu", opt_level=0)
     np.testing.assert_allclose(compiled(**feeds)[0], onnxruntime_outputs(model, feeds)[0], rtol=1e-5, atol=1e-5)
     assert "convolution" in compiled.runner.lower(compiled.bind_inputs((), feeds)).as_text()
+
+
+def _library_fused_convolutions(program: str) -> int:
+    """How many convolutions of an optimized XLA:CPU program sit in computations that a YNNPACK
+    fusion calls."""
+    called = set(re.findall(r"calls=(%[\w.]+)[^\n]*__ynn_fusion", program))
+    blocks = re.findall(r"^(%[\w.]+) [^\n]*\{\n(.*?)^\}", program, flags=re.M | re.S)
+    return sum(body.count("convolution(") for name, body in blocks if name in called)
+
+
+def test_general_conv_runs_on_xlas_kernel_not_ynnpack():
+    """backends/jax/xla_options.py: YNNPACK's convolutions measured slower than XLA's own on ResNet-50."""
+    if not compiler_options("cpu"):
+        pytest.skip("this XLA:CPU has no per-program YNNPACK fusion option")
+    model, feeds = _conv_model({"pads": [1, 1, 1, 1]}, (1, 32, 16, 16), (32, 32, 3, 3))  # YNNPACK takes >= 32 channels
+    compiled = compiler.compile(model, backend="cpu", opt_level=0)
+    np.testing.assert_allclose(compiled(**feeds)[0], onnxruntime_outputs(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    lowered = compiled.runner.lower(compiled.bind_inputs((), feeds))
+    program = lowered.compile().as_text()
+    assert program.count("convolution(") == 1 and _library_fused_convolutions(program) == 0
+    # the same program with YNNPACK's convolutions allowed puts it in a fusion (the check can fail)
+    allowed = lowered.compile(compiler_options={YNN_FUSIONS: "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"})
+    assert _library_fused_convolutions(allowed.as_text()) == 1
 
 
 def _weight_copies(compiled, feeds, name: str) -> list[str]:

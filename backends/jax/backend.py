@@ -112,7 +112,7 @@ class JaxCompiledModel(CompiledModel):
         exported = self.export()
         self._artifact_entries = write_artifacts(folder, exported, self.params)
         if self.runner is not None:
-            _warm_cache(exported, self.params, self.graph)
+            _warm_cache(exported, self.params, self.graph, self.runner.placement)
 
     def manifest(self) -> dict[str, Any]:
         entries = {
@@ -157,13 +157,13 @@ def _wants_native_kernels(platform: str, precision: str, placement: Any, ctx: Pa
     return platform == "cpu" and precision == "fp32" and placement.device_count == 1 and int(ctx.option("model_parallel") or 1) == 1
 
 
-def _warm_cache(exported: jax.export.Exported, params: dict[str, Any], graph: Graph) -> None:
-    """With fully static input shapes, compile the exported module now so `kiln run` in a later
-    process finds it in the persistent compilation cache."""
+def _warm_cache(exported: jax.export.Exported, params: dict[str, Any], graph: Graph, placement: Any) -> None:
+    """With fully static input shapes, compile the exported module now, jitted and placed as
+    JaxArtifactModel runs it, so `kiln run` in a later process finds it in the persistent cache."""
     if any(not isinstance(d, int) for aval in exported.in_avals for d in aval.shape):
         return
-    specs = exported.in_avals[len(params):]
-    jax.jit(exported.call).lower(params, *[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in specs]).compile()
+    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in exported.in_avals[len(params):]]
+    JitRunner(exported.call, params, placement, graph).lower_abstract(specs).compile()
 
 
 class JaxArtifactModel(CompiledModel):

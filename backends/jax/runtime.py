@@ -13,6 +13,7 @@ from compiler.ir import Graph, TensorType
 
 from .sharding import Placement
 from .static_inputs import StaticInput
+from .xla_options import compiler_options
 
 
 class JitRunner:
@@ -31,7 +32,8 @@ class JitRunner:
                           stacklevel=2)
             self._jitted = _eager(function)
         else:
-            self._jitted = jax.jit(function, static_argnums=tuple(1 + i for i in self.static_inputs))
+            self._jitted = jax.jit(function, static_argnums=tuple(1 + i for i in self.static_inputs),
+                                   **_options(placement.device.platform))
         self._device_params: dict[str, jax.Array] | None = None
         self._output_dtypes = [_declared_dtype(v) for v in graph.outputs]
 
@@ -58,10 +60,31 @@ class JitRunner:
         outputs = self.run_on_device(arrays)
         return [_to_host(output, dtype) for output, dtype in zip(outputs, self._output_dtypes + [None] * len(outputs))]
 
+    def lower_abstract(self, inputs: Sequence[jax.ShapeDtypeStruct]) -> Any:
+        """The jax `Lowered` from shapes alone, placed as calls place their arrays, so compiling it
+        fills the persistent cache entry a later process running the same program will look up."""
+        params = {name: jax.ShapeDtypeStruct(np.shape(array), array.dtype, sharding=_sharding(self.placement.param_sharding(array)))
+                  for name, array in self.host_params.items()}
+        if self.placement.mesh is not None:
+            inputs = [jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=self.placement.input_sharding(spec)) for spec in inputs]
+        with jax.default_device(self.placement.device):
+            return self._jitted.lower(params, *inputs)
+
     def lower(self, arrays: Sequence[Any]) -> Any:
         """The jax `Lowered` for these inputs (for inspecting HLO and shardings)."""
         with jax.default_device(self.placement.device):
             return self._jitted.lower(self.device_params, *self._place(arrays))
+
+
+def _sharding(placed: Any) -> Any:
+    """A Sharding for what Placement.param_sharding returns (a bare device on one device)."""
+    return jax.sharding.SingleDeviceSharding(placed) if isinstance(placed, jax.Device) else placed
+
+
+def _options(platform: str) -> dict[str, Any]:
+    """jax.jit's keyword for the platform's compiler options (none where there are none)."""
+    options = compiler_options(platform)
+    return {"compiler_options": options} if options else {}
 
 
 def _eager(function: Callable[..., Any]) -> Callable[..., Any]:
