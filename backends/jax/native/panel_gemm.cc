@@ -8,7 +8,9 @@
 // position-independent array that travels as a function argument like any other weight, and x is
 // read in place. Work is split over XLA's intra-op pool as MLAS splits it: one contiguous panel range
 // per thread (row ranges too when there are few panels), so each thread streams its own part of the
-// weight in long runs (four chunks per thread measured 5-15% slower on a 2-core Zen 4 host).
+// weight in long runs (four chunks per thread measured 5-15% slower on a 2-core Zen 4 host). A thread
+// done with its range takes the remaining panel groups of the others from their far end (GroupQueue),
+// so a vCPU that the host stalls does not hold the whole product up.
 
 #include "tile.h"
 
@@ -50,10 +52,29 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   const float* a = x.typed_data();
   const float* b = panels.typed_data();
   float* c = y->typed_data();
-  ParallelFor(pool, panel_ranges * row_ranges, [=](int64_t i) {
-    const int64_t p0 = (i % panel_ranges) * panels_per_chunk, r0 = (i / panel_ranges) * rows_per_chunk;
-    PanelProduct(n, k, a, k, b, bias, c, n, p0, std::min(panel_count, p0 + panels_per_chunk), r0,
-                 std::min(m, r0 + rows_per_chunk), activation, residual);
+  if (row_ranges > 1 || panel_ranges == 1) {
+    ParallelFor(pool, panel_ranges * row_ranges, [=](int64_t i) {
+      const int64_t p0 = (i % panel_ranges) * panels_per_chunk, r0 = (i / panel_ranges) * rows_per_chunk;
+      PanelProduct(n, k, a, k, b, bias, c, n, p0, std::min(panel_count, p0 + panels_per_chunk), r0,
+                   std::min(m, r0 + rows_per_chunk), activation, residual);
+    });
+    return ffi::Error::Success();
+  }
+  // every thread has all the rows: each takes its own run of panel groups, then the rest of the others'
+  const int64_t groups = (panel_count + kGroup - 1) / kGroup;
+  const int64_t groups_per_range = (groups + panel_ranges - 1) / panel_ranges;
+  std::unique_ptr<GroupQueue[]> queues(new GroupQueue[panel_ranges]);
+  for (int64_t i = 0; i < panel_ranges; ++i)
+    queues[i].Reset(std::min(groups, i * groups_per_range), std::min(groups, (i + 1) * groups_per_range));
+  GroupQueue* shares = queues.get();
+  ParallelFor(pool, panel_ranges, [=](int64_t i) {
+    PanelGroups(n, k, a, k, b, bias, c, n, panel_count, 0, m, activation, residual, [=]() -> int64_t {
+      int64_t group;
+      if (shares[i].TakeFront(&group)) return group * kGroup;
+      for (int64_t other = 1; other < panel_ranges; ++other)
+        if (shares[(i + other) % panel_ranges].TakeBack(&group)) return group * kGroup;
+      return -1;
+    });
   });
   return ffi::Error::Success();
 }

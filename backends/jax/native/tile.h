@@ -218,35 +218,78 @@ inline void PanelTile(int64_t n, int64_t k, const float* packed, const float* pa
 // needs next into L2, so the weight streams in evenly instead of in bursts.
 constexpr int64_t kGroup = 4;
 
-inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
-                         float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1,
-                         int64_t activation = kNone, const float* residual = nullptr) {
+// Rows r0..r1 of that product for the panel groups next_group() hands out (the first panel of each,
+// -1 when none are left; a group ends kGroup panels on or at p_end). The first group taken packs a.
+template <typename NextGroup>
+inline void PanelGroups(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
+                        float* c, int64_t ldc, int64_t p_end, int64_t r0, int64_t r1, int64_t activation,
+                        const float* residual, NextGroup next_group) {
   const int64_t tiles = (r1 - r0 + kRows - 1) / kRows;
   const int share = static_cast<int>((kDepth + tiles - 1) / tiles);
   static thread_local std::vector<float> packed_rows;  // [tile][k][kRows], filled by the first group
   if (packed_rows.size() < static_cast<size_t>(tiles * k * kRows)) packed_rows.resize(tiles * k * kRows);
-  for (int64_t g = p0; g < p1; g += kGroup) {
-    const int64_t g1 = std::min(p1, g + kGroup);
+  bool packed = false;
+  for (int64_t g; (g = next_group()) >= 0; packed = true) {
+    const int64_t g1 = std::min(p_end, g + kGroup);
     for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
       const int kc = static_cast<int>(std::min<int64_t>(kDepth, k - k0));
       for (int64_t t = 0, i0 = r0; i0 < r1; ++t, i0 += kRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - i0));
         const int from = static_cast<int>(std::min<int64_t>(kDepth, t * share));
         const int count = static_cast<int>(std::min<int64_t>(kDepth - from, share));
-        float* packed = packed_rows.data() + (t * k + k0) * kRows;
-        if (g == p0) PackRows(a, lda, i0, rows, k0, kc, packed);  // while those rows are fetched anyway
+        float* tile_rows = packed_rows.data() + (t * k + k0) * kRows;
+        if (!packed) PackRows(a, lda, i0, rows, k0, kc, tile_rows);  // while those rows are fetched anyway
         for (int64_t p = g; p < g1; ++p) {
           // next: this panel's next K block, else the first block of its counterpart in the next group
           const bool more_k = k0 + kc < k;
           const int64_t next_panel = more_k ? p : p + kGroup;
-          const float* next = next_panel < p1 ? panels + (next_panel * k + (more_k ? k0 + kc : 0)) * kPanel : nullptr;
-          PanelTile(n, k, packed, panels, bias, c, ldc, p, k0, kc, i0, rows, next ? next + from * kPanel : nullptr,
+          const float* next = next_panel < p_end ? panels + (next_panel * k + (more_k ? k0 + kc : 0)) * kPanel : nullptr;
+          PanelTile(n, k, tile_rows, panels, bias, c, ldc, p, k0, kc, i0, rows, next ? next + from * kPanel : nullptr,
                     next ? count : 0, activation, residual);
         }
       }
     }
   }
 }
+
+// Rows r0..r1, panels p0..p1 of the product, the groups in order, on this thread.
+inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const float* bias,
+                         float* c, int64_t ldc, int64_t p0, int64_t p1, int64_t r0, int64_t r1,
+                         int64_t activation = kNone, const float* residual = nullptr) {
+  int64_t g = p0;
+  PanelGroups(n, k, a, lda, panels, bias, c, ldc, p1, r0, r1, activation, residual, [&] {
+    if (g >= p1) return int64_t{-1};
+    const int64_t first = g;
+    g += kGroup;
+    return first;
+  });
+}
+
+// A thread's share [first, last) of a product's panel groups: its owner takes them from the front,
+// and a thread done with its own share takes them from the back, so a thread whose vCPU is stalled
+// (another guest's turn on a shared host) holds the product up for one group instead of its share.
+class GroupQueue {
+ public:
+  void Reset(int64_t first, int64_t last) { bounds_.store(Pack(first, last), std::memory_order_relaxed); }
+  bool TakeFront(int64_t* group) { return Take(group, true); }
+  bool TakeBack(int64_t* group) { return Take(group, false); }
+
+ private:
+  static uint64_t Pack(int64_t front, int64_t back) { return static_cast<uint64_t>(front) << 32 | static_cast<uint64_t>(back); }
+  bool Take(int64_t* group, bool front_end) {
+    uint64_t bounds = bounds_.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t front = static_cast<int64_t>(bounds >> 32), back = static_cast<int64_t>(bounds & 0xffffffffu);
+      if (front >= back) return false;
+      const uint64_t taken = front_end ? Pack(front + 1, back) : Pack(front, back - 1);
+      if (bounds_.compare_exchange_weak(bounds, taken, std::memory_order_relaxed)) {
+        *group = front_end ? front : back - 1;
+        return true;
+      }
+    }
+  }
+  std::atomic<uint64_t> bounds_{0};
+};
 
 // Runs body(i) for i in [0, count) on the calling thread and up to threads - 1 pool threads. Items
 // are claimed from a shared counter, so a pool thread that starts late takes fewer and a busy pool
