@@ -58,7 +58,7 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sram", type=float, metavar="KB", help="on-chip SRAM per operand buffer in KB (asic)")
     parser.add_argument("--bandwidth", type=float, metavar="GB/s", help="DRAM bandwidth (asic)")
     parser.add_argument("--freq", type=float, metavar="MHz", help="clock frequency (asic)")
-    parser.add_argument("--shapes", metavar="NAME=DIMS", action="append", default=[], help="static input shape, e.g. input=1x3x224x224 (tensorrt/asic)")
+    parser.add_argument("--shapes", metavar="NAME=DIMS", action="append", default=[], help="static input shape, e.g. input=1x3x224x224 (tensorrt/asic; cpu/gpu/tpu artifacts keep these dims instead of symbolic ones)")
 
 
 def build_parser() -> argparse.ArgumentParser:
