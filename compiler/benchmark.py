@@ -61,10 +61,10 @@ def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None)
     return round(100.0 * stolen / (busy + stolen), 1) if busy + stolen > 0 else None
 
 
-def steal_sentence(percent: float | None) -> str:
-    """One line for a results file saying how much CPU time other guests took during the run."""
+def steal_sentence(percent: float | None, during: str = "during the run") -> str:
+    """One line for a results file saying how much CPU time other guests took while it was measured."""
     measured = f"{percent}%" if percent is not None else "not measured"
-    return f"CPU time stolen by other guests during the run: {measured}."
+    return f"CPU time stolen by other guests {during}: {measured}."
 
 
 @contextlib.contextmanager
@@ -187,8 +187,10 @@ def _benchmark(model, backend, batch, dims, repeat, warmup, threads, opt_level, 
     names = [i.name for i in session.get_inputs()]
     ort_feeds = {name: feeds[name] for name in names}
     expected = session.run(None, ort_feeds)
+    ticks = cpu_ticks()
     timings = time_calls({"kiln": lambda: compiled(**feeds), "onnxruntime": lambda: session.run(None, ort_feeds)},
                          repeat, warmup)
+    steal = steal_percent(ticks, cpu_ticks())
     ours, theirs = timings["kiln"], timings["onnxruntime"]
     tolerance = (1e-4, 1e-5) if precision == "fp32" else (3e-2, 3e-2)  # low precision: a sanity check only
     verdict = compare_outputs(expected, outputs, rtol=tolerance[0], atol=tolerance[1])
@@ -201,6 +203,7 @@ def _benchmark(model, backend, batch, dims, repeat, warmup, threads, opt_level, 
         "inputs": {name: list(array.shape) for name, array in feeds.items()},
         "threads": threads,
         "machine": machine_description(),
+        "steal_percent": steal,
         "kiln": dict(ours, compile_s=compile_seconds),
         "onnxruntime": dict(theirs, version=onnxruntime.__version__, graph_optimization="ORT_ENABLE_ALL"),
         "speedup": theirs["median_ms"] / ours["median_ms"],
@@ -229,4 +232,5 @@ def format_benchmark(result: Mapping[str, Any]) -> str:
     lines.append(f"kiln is {max(result['speedup'], 1 / result['speedup']):.2f}x {faster} than onnxruntime "
                  f"(median; compile {result['kiln']['compile_s']:.2f}s; outputs "
                  f"{'match' if result['outputs_match'] else 'DIFFER'}, max abs error {result['max_abs_error']:.3g})")
+    lines.append(steal_sentence(result.get("steal_percent"), "while timing"))
     return "\n".join(lines)

@@ -113,6 +113,8 @@ def test_bench_reports_both_runtimes(model_and_data, tmp_path, capsys):
         assert timing["repeat"] == 5 and 0 < timing["min_ms"] <= timing["median_ms"] <= timing["p90_ms"]
     assert result["speedup"] == pytest.approx(result["onnxruntime"]["median_ms"] / result["kiln"]["median_ms"])
     assert result["machine"]["cpu"]
+    assert "CPU time stolen by other guests while timing:" in printed
+    assert result["steal_percent"] is None or 0 <= result["steal_percent"] <= 100  # None: no tick passed
 
 
 def test_stolen_cpu_time_is_read_from_the_kernels_cpu_line(tmp_path):
