@@ -63,7 +63,7 @@ class JitRunner:
     def lower_abstract(self, inputs: Sequence[jax.ShapeDtypeStruct]) -> Any:
         """The jax `Lowered` from shapes alone, placed as calls place their arrays, so compiling it
         fills the persistent cache entry a later process running the same program will look up."""
-        params = {name: jax.ShapeDtypeStruct(np.shape(array), array.dtype, sharding=_sharding(self.placement.param_sharding(array)))
+        params = {name: jax.ShapeDtypeStruct(np.shape(array), array.dtype, sharding=self.placement.param_sharding(array))
                   for name, array in self.host_params.items()}
         if self.placement.mesh is not None:
             inputs = [jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=self.placement.input_sharding(spec)) for spec in inputs]
@@ -74,11 +74,6 @@ class JitRunner:
         """The jax `Lowered` for these inputs (for inspecting HLO and shardings)."""
         with jax.default_device(self.placement.device):
             return self._jitted.lower(self.device_params, *self._place(arrays))
-
-
-def _sharding(placed: Any) -> Any:
-    """A Sharding for what Placement.param_sharding returns (a bare device on one device)."""
-    return jax.sharding.SingleDeviceSharding(placed) if isinstance(placed, jax.Device) else placed
 
 
 def _options(platform: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from compiler.errors import OptionError
 
@@ -41,9 +41,10 @@ class Placement:
         return 1 if self.mesh is None else self.mesh.shape[MODEL_AXIS]
 
     def param_sharding(self, array: Any) -> Any:
-        """Replicated, or split over "model" along a divisible axis of a large 2-D weight."""
+        """The weight's Sharding: on the one device, replicated, or split over "model" along a
+        divisible axis of a large 2-D weight."""
         if self.mesh is None:
-            return self.device
+            return SingleDeviceSharding(self.device)
         spec = PartitionSpec()
         parts = self.model_parallel
         if parts > 1 and np.ndim(array) == 2 and np.size(array) >= self.model_parallel_min_elements:
@@ -55,9 +56,10 @@ class Placement:
         return NamedSharding(self.mesh, spec)
 
     def input_sharding(self, array: Any) -> Any:
-        """Split along the first dimension over "batch" when it divides evenly, else replicate."""
+        """On the one device, or split along the first dimension over "batch" when it divides
+        evenly, else replicated."""
         if self.mesh is None:
-            return self.device
+            return SingleDeviceSharding(self.device)
         parts = self.batch_parallel
         if np.ndim(array) >= 1 and parts > 1 and np.shape(array)[0] % parts == 0:
             spec = PartitionSpec(BATCH_AXIS, *([None] * (np.ndim(array) - 1)))
