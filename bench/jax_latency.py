@@ -120,7 +120,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             outputs = model(**feeds)
             result["kiln"][f"O{level}"] = {"compile_s": time.perf_counter() - start,
                                            "max_rel_diff": max_relative_difference(expected, outputs),
-                                           "nodes": len(model.graph.nodes), "native_products": model.native_products}
+                                           "nodes": len(model.graph.nodes), "native_products": model.native_products,
+                                           "native_convolutions": model.native_convolutions}
             calls[f"O{level}"] = (lambda m: lambda: m(**feeds))(model)
         timings = time_in_blocks(calls, args.repeat, args.warmup, args.rounds)
     result["threads"] = threads
@@ -219,7 +220,7 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
         f"sized by the process's CPU affinity). XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.",
         f"Load average (1/5/15 min) before: {env['load_average_before']}, after: {env['load_average_after']}. "
         + steal_sentence(env.get("steal_percent")),
-        f"Native CPU kernels (backends/jax/native: panel GEMM, attention, layer norm): {env.get('native_kernels', 'on')}.",
+        f"Native CPU kernels (backends/jax/native: panel GEMM, convolution, attention, layer norm): {env.get('native_kernels', 'on')}.",
         "kiln: `compiler.compile(..., backend='cpu', opt_level=N)`, fp32; onnxruntime: ORT_ENABLE_ALL, "
         f"CPUExecutionProvider. Each runtime is timed in blocks of calls ({env['rounds']} rounds, the runtimes "
         "taking turns; interleaving single calls lets each runtime's spinning worker threads steal the other's "

@@ -1,10 +1,8 @@
-"""The native CPU kernels (backends/jax/native/: packed-panel GEMM, attention, layer norm) against
+"""The native CPU kernels (backends/jax/native/: packed-panel GEMM, attention, layer norm; the convolution kernel is in test_jax_native_conv.py) against
 onnxruntime, the rewrite that feeds a fused QKV projection to the attention kernel, and the
 fallbacks to XLA's ops where a kernel cannot run."""
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pytest
@@ -15,36 +13,12 @@ from backends.jax import native
 from backends.jax.interpreter import LoweringOptions, build_function
 from backends.jax.native_rewrites import NATIVE_DOMAIN, VIEW_ATTENTION, fuse_attention_views
 from jax_backend_support import onnxruntime_outputs
-
-needs_kernels = pytest.mark.skipif(native.library() is None, reason=f"native kernels unavailable: {native.unavailable_reason()}")
-RNG = np.random.default_rng(7)
-
-
-def _floats(*shape, scale: float = 1.0) -> np.ndarray:
-    return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def _model(nodes, inputs: dict[str, np.ndarray], outputs: list[str], initializers: dict | None = None, opset: int = 23):
-    graph = helper.make_graph(
-        nodes, "native",
-        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for name, a in inputs.items()],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
-        [numpy_helper.from_array(a, name) for name, a in (initializers or {}).items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
-
-
-def _check(model, feeds, rtol=1e-4, atol=1e-5, opt_level=0):
-    """Outputs of the native build match onnxruntime's; returns the compiled model."""
-    compiled = compiler.compile(model, backend="cpu", opt_level=opt_level)
-    for want, got in zip(onnxruntime_outputs(model, feeds), compiled(**feeds)):
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
-    return compiled
-
-
-def _custom_call_targets(compiled, feeds) -> list[str]:
-    text = compiled.runner.lower([feeds[name] for name in compiled.input_names]).as_text()
-    return re.findall(r"stablehlo\.custom_call @(\w+)", text)
+from native_support import RNG, needs_kernels
+from native_support import check_against_onnxruntime as _check
+from native_support import compiled_hlo as _compiled_hlo
+from native_support import custom_call_targets as _custom_call_targets
+from native_support import floats as _floats
+from native_support import onnx_model as _model
 
 
 @needs_kernels
@@ -168,10 +142,6 @@ def _packed_qkv_model(batch=2, length=9, heads=4, depth=16, widths=None, mask=Tr
     return _model(nodes, feeds, ["y"], inits), feeds
 
 
-def _compiled_hlo(compiled, feeds) -> str:
-    return compiled.runner.lower([feeds[name] for name in compiled.input_names]).compile().as_text()
-
-
 @needs_kernels
 @pytest.mark.parametrize("widths, mask", [(None, True), ([64, 32, 32], False)])
 def test_split_qkv_is_read_in_place_by_the_kernel(widths, mask):
@@ -277,7 +247,7 @@ def test_bf16_artifacts_and_turned_off_runs_keep_xla_ops(tmp_path):
     bf16 = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16")
     assert bf16.native_products is None and _custom_call_targets(bf16, feeds) == []
     on = compiler.compile(model, backend="cpu", opt_level=0)
-    assert "native CPU kernels (1 weight products in panels" in on.describe()
+    assert "native CPU kernels (1 weight products in panels, 0 convolution kernels in row tiles" in on.describe()
     assert on._xla_form is None  # running in process never builds the XLA-only lowering (a second weight copy)
     exported = on.export().mlir_module()
     assert "kiln_" not in exported  # the saved artifact stays portable StableHLO

@@ -52,6 +52,7 @@ class JaxCompiledModel(CompiledModel):
         self._artifact_entries: dict[str, Any] = {}
         self.runner: JitRunner | None = None
         self.native_products: int | None = None  # weight products on the native kernels (None: not in use)
+        self.native_convolutions: int | None = None  # convolutions on the native kernel (None: not in use)
         self._native_missing: str | None = None  # why the native kernels are not used, where they would be
         if self.present:
             placement = make_placement(platform, ctx.option("devices"), ctx.option("model_parallel"),
@@ -63,6 +64,7 @@ class JaxCompiledModel(CompiledModel):
                     native, params = build_function(graph, replace(self._options, native_kernels=True))
                     function = with_matmul_precision(native, self.precision)
                     self.native_products = len(native.panel_weights)
+                    self.native_convolutions = len(native.conv_kernels)
             if native is None:
                 function, params = self.function, self.params
             self.runner = JitRunner(function, params, placement, graph)
@@ -141,8 +143,9 @@ class JaxCompiledModel(CompiledModel):
 
     def _native_note(self) -> str:
         if self.native_products is not None:
-            return (f", native CPU kernels ({self.native_products} weight products in panels; attention and layer "
-                    "norm where their shapes allow; the artifact keeps XLA's ops)")
+            return (f", native CPU kernels ({self.native_products} weight products in panels, "
+                    f"{self.native_convolutions} convolution kernels in row tiles; attention and layer norm where "
+                    "their shapes allow; the artifact keeps XLA's ops)")
         if self._native_missing:
             return f", XLA's ops throughout (native CPU kernels unavailable: {self._native_missing})"
         return ""

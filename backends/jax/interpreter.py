@@ -16,13 +16,15 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
-from .native_rewrites import (fuse_attention_views, fuse_gelu_epilogue, fuse_matmul_bias, fuse_residual_epilogue,
-                              fuse_transposed_weights)
+from .native_rewrites import (fuse_attention_views, fuse_conv_epilogue, fuse_gelu_epilogue, fuse_matmul_bias,
+                              fuse_residual_epilogue, fuse_transposed_weights)
+from .conv_gemm import ConvKernel, depth_block, pack_conv_kernel, row_tile
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
-from .weight_layout import onnx_order, panel_weights, reads_panels, stored_params, weight_layouts
+from .weight_layout import (conv_panel_weights, onnx_order, panel_weights, reads_panels,
+                            stored_params, weight_layouts)
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
 # float inputs that determine output shapes, so they must be known while tracing
@@ -278,6 +280,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
         fuse_gelu_epilogue(prepared)
         fuse_residual_epilogue(prepared)
         fuse_transposed_weights(prepared)
+        fuse_conv_epilogue(prepared)
     params, statics = split_initializers(prepared)
     opsets = dict(prepared.opset_imports)
     inputs = [v for v in prepared.inputs if v.const_value is None]
@@ -287,10 +290,14 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     panels = _panel_weights(prepared, params, options)
     layouts = (weight_layouts(prepared, params, transpose_matmul_weights=transpose_matmul)
                if options.conv_weight_layout else {})
-    layouts = {name: permutation for name, permutation in layouts.items() if name not in panels}
+    conv_kernels = _conv_kernels(prepared, params, options)
+    conv_shapes = {name: tuple(int(d) for d in params[name].shape) for name in conv_kernels}
+    conv_depth = depth_block() if conv_kernels else 0
+    layouts = {name: permutation for name, permutation in layouts.items() if name not in panels and name not in conv_kernels}
     params = stored_params(params, layouts)
     for name, (packed, _, shared) in panels.items():
         params[name + PANEL_SUFFIX if shared else name] = packed
+    params.update(conv_kernels)
 
     def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
         if len(input_values) != len(inputs):
@@ -306,6 +313,8 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
                     env[id(value)] = SharedWeight(env[id(value)], PanelWeight(param_values[name + PANEL_SUFFIX], columns))
                 else:
                     env[id(value)] = PanelWeight(env[id(value)], columns)
+            elif name in conv_shapes:
+                env[id(value)] = ConvKernel(env[id(value)], conv_shapes[name], conv_depth)
         for value, array in zip(inputs, input_values):
             env[id(value)] = unwrap(array)
         outputs = Interpreter(options, opsets).run(prepared, env)
@@ -315,6 +324,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     function.eager_ops = data_dependent_ops(prepared)  # type: ignore[attr-defined]
     function.param_layouts = layouts  # type: ignore[attr-defined]  # stored order of transposed weights
     function.panel_weights = tuple(sorted(panels))  # type: ignore[attr-defined]  # packed for the native kernel
+    function.conv_kernels = tuple(sorted(conv_kernels))  # type: ignore[attr-defined]  # row tiles for conv_gemm.cc
     return function, params
 
 
@@ -335,6 +345,15 @@ def _panel_weights(graph: Graph, params: dict[str, np.ndarray], options: Lowerin
         weight = params[name].T if choice.transposed else params[name]
         packed[name] = (pack_panels(weight, width), int(weight.shape[1]), choice.shared)
     return packed
+
+
+def _conv_kernels(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions) -> dict[str, np.ndarray]:
+    """name -> packed row tiles, for the ConvGemm kernels the native CPU kernel runs (every size:
+    XLA's convolution is the alternative; none unless options.native_kernels)."""
+    if not options.native_kernels:
+        return {}
+    rows, depth = row_tile(), depth_block()
+    return {name: pack_conv_kernel(params[name], rows, depth) for name in conv_panel_weights(graph, params)}
 
 
 @dataclass(frozen=True)

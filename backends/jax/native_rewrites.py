@@ -22,6 +22,7 @@ NATIVE_DOMAIN = "ai.graphkiln.native"
 VIEW_ATTENTION = "ViewAttention"
 MATMUL_BIAS = "MatMulBias"
 MATMUL_TRANSPOSED = "MatMulTransposed"
+CONV_GEMM = "ConvGemm"
 TRANSPOSED_WEIGHT = "transposed_weight"  # MatMulBias attribute: W stored [N, K], as Gemm's transB
 VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity"})
 
@@ -173,6 +174,52 @@ def _fuse_residual_through_view(graph: Graph, node: Node, inputs: list, attribut
     _merge(graph, node, add, [*inputs, residual, reshape.inputs[1]], attributes, "residual",
            through=[reshape, *([transpose] if transpose is not None else [])])
     return True
+
+
+def fuse_conv_epilogue(graph: Graph) -> int:
+    """Every 2-D, ungrouped Conv of a float32 constant kernel (but a patch embedding, which
+    conv_forms multiplies as it is) becomes ConvGemm, run by the panel kernel over the image's
+    channels-last patches; an Add of a computed tensor that is its only reader and a Relu after
+    either come along as the kernel's epilogue (a ResNet block's residual and activation cost no
+    pass of their own); returns how many convolutions were rewritten."""
+    fused = 0
+    for node in list(graph.nodes):
+        if not _gemm_conv(node):
+            continue
+        last, inputs = node, [node.inputs[0], node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None]
+        attributes = dict(node.attributes)
+        add = _sole_reader(node, "Add")
+        if add is not None and _computed_float(add.inputs[1 - node.outputs[0].uses[0].index]):
+            inputs.append(add.inputs[1 - node.outputs[0].uses[0].index])
+            last = add
+        relu = _sole_reader(last, "Relu")
+        if relu is not None:
+            attributes["activation"] = Attr("activation", AttrType.STRING, "relu")
+            last = relu
+        merged = Node(CONV_GEMM, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None],
+                      name=f"{node.name or 'conv'}_gemm")
+        graph.insert_node(merged, before=last)
+        merged.outputs[0].type = last.outputs[0].type
+        graph.replace_all_uses_with(last.outputs[0], merged.outputs[0])
+        graph.remove_nodes([n for n in (relu, add if len(inputs) > 3 else None, node) if n is not None])
+        fused += 1
+    return fused
+
+
+def _gemm_conv(node: Node) -> bool:
+    """Whether `node` is a Conv fuse_conv_epilogue rewrites."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return False
+    kernel = _constant_shape(node.inputs[1])
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if kernel is None or len(kernel) != 4 or (bias is not None and _constant_shape(bias) != (kernel[0],)):
+        return False
+    attrs = {name: attr.value for name, attr in node.attributes.items()}
+    if attrs.get("group", 1) != 1:
+        return False
+    patches = (list(attrs.get("strides", [1, 1])) == list(kernel[2:]) and any(k > 1 for k in kernel[2:])
+               and not any(attrs.get("pads", [0] * 4)) and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", "VALID", b"VALID"))
+    return not patches
 
 
 def _known_apart(a: Value, b: Value) -> bool:

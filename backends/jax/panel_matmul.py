@@ -64,19 +64,21 @@ def residual_fits(x: Any, weight: PanelWeight, residual: Any) -> bool:
     return jnp.result_type(residual) == jnp.float32 and tuple(jnp.shape(residual)) == shape
 
 
-ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2}  # the kernel's epilogues (tile.h: Activation)
+ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # the kernel's epilogues (tile.h: Activation)
 
 
 def panel_matmul(x: Any, weight: PanelWeight, bias: Any = None, activation: str | None = None,
-                 residual: Any = None) -> Any:
+                 residual: Any = None, residual_first: bool = False) -> Any:
     """activation(x[..., K] @ W[K, N] (+ bias[N])) (+ residual[..., N]) -> [..., N] in float32, on
-    the native kernel; activation None, "gelu" (erf) or "gelu_tanh"."""
+    the native kernel, or with `residual_first` activation(x @ W (+ bias) + residual); activation
+    None, "gelu" (erf), "gelu_tanh" or "relu"."""
     out = jax.ShapeDtypeStruct(tuple(jnp.shape(x)[:-1]) + (weight.n,), jnp.float32)
     code = np.int64(ACTIVATIONS[activation])
     if residual is not None:
         bias = jnp.zeros((0,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32).reshape(weight.n)
         residual = jnp.asarray(residual, jnp.float32)
-        return jax.ffi.ffi_call(TARGET_RESIDUAL, out)(x, weight.panels, bias, residual, activation=code)
+        return jax.ffi.ffi_call(TARGET_RESIDUAL, out)(x, weight.panels, bias, residual, activation=code,
+                                                      residual_first=np.int64(residual_first))
     if bias is None:
         return jax.ffi.ffi_call(TARGET, out)(x, weight.panels, activation=code)
     bias = jnp.asarray(bias, jnp.float32).reshape(weight.n)

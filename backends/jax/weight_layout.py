@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.ir import Graph
 
-from .native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN, TRANSPOSED_WEIGHT
+from .native_rewrites import CONV_GEMM, MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN, TRANSPOSED_WEIGHT
 
 
 def weight_layouts(graph: Graph, params: Mapping[str, np.ndarray], *, transpose_matmul_weights: bool = False
@@ -73,6 +73,19 @@ def panel_weights(graph: Graph, params: Mapping[str, np.ndarray], min_elements: 
         products = {o for o in orientations if o is not None}
         if len(products) == 1:
             chosen[name] = PanelChoice(products.pop(), None in orientations)
+    return chosen
+
+
+def conv_panel_weights(graph: Graph, params: Mapping[str, np.ndarray]) -> list[str]:
+    """The 4-D float32 kernels read only as ConvGemm's kernel (native_rewrites.fuse_conv_epilogue):
+    the native CPU kernel runs them from row tiles (conv_gemm.pack_conv_kernel)."""
+    chosen = []
+    for name, array in params.items():
+        value = graph.initializers.get(name)
+        if value is None or not value.uses or array.ndim != 4 or array.dtype != np.float32:
+            continue
+        if all((use.node.domain, use.node.op_type, use.index) == (NATIVE_DOMAIN, CONV_GEMM, 1) for use in value.uses):
+            chosen.append(name)
     return chosen
 
 

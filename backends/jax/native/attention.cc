@@ -100,12 +100,12 @@ void AttendHead(const Problem& pr, int64_t b, int64_t h) {
   const float* bias_head = pr.bias ? pr.bias + b * pr.bias_b + h * pr.bias_h : nullptr;
   for (int64_t q0 = 0; q0 < pr.q_len; q0 += kQueryBlock) {
     const int64_t rows = std::min(kQueryBlock, pr.q_len - q0);
-    PanelProduct(pr.kv_len, pr.depth, q + q0 * pr.ql.position, pr.ql.position, keys.data(), nullptr, scores.data(),
+    PanelProduct(pr.kv_len, pr.depth, q + q0 * pr.ql.position, pr.ql.position, keys.data(), {}, scores.data(),
                  kv_stride, 0, PanelCount(pr.kv_len), 0, rows);
     for (int64_t r = 0; r < rows; ++r)
       SoftmaxRow(scores.data() + r * kv_stride, pr.kv_len, pr.scale,
                  bias_head ? bias_head + (q0 + r) * pr.bias_q : nullptr, pr.bias_k);
-    PanelProduct(pr.v_depth, pr.kv_len, scores.data(), kv_stride, values.data(), nullptr, y + q0 * pr.yl.position,
+    PanelProduct(pr.v_depth, pr.kv_len, scores.data(), kv_stride, values.data(), {}, y + q0 * pr.yl.position,
                  pr.yl.position, 0, PanelCount(pr.v_depth), 0, rows);
   }
 }

@@ -9,6 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import precision
+from ..conv_gemm import ConvKernel, runs_natively
+from ..conv_gemm import conv_gemm as native_conv_gemm
+from ..native_rewrites import CONV_GEMM, NATIVE_DOMAIN
 from ..registry import LoweringContext, lowering
 from ._helpers import auto_pad_padding
 
@@ -35,6 +38,37 @@ def conv_nd(ctx: Any, x: Any, w: Any, bias: Any = None, *, auto_pad: str = "NOTS
 def conv(ctx: LoweringContext, x: Any, w: Any, bias: Any = None, **attrs: Any) -> Any:
     """ONNX Conv, any spatial rank."""
     return conv_nd(ctx, x, w, bias, **attrs)
+
+
+@lowering(CONV_GEMM, domain=NATIVE_DOMAIN)
+def conv_gemm(ctx: LoweringContext, x: Any, w: Any, bias: Any = None, residual: Any = None, *,
+              activation: Any = None, auto_pad: str = "NOTSET", dilations=None, group: int = 1, kernel_shape=None,
+              pads=None, strides=None) -> Any:
+    """Conv [-> Add(residual)] [-> Relu] as native_rewrites.fuse_conv_epilogue merged them: on the
+    native kernel where the kernel arrives packed (a ConvKernel) and x is a float32 NCHW image with
+    known C, H, W, the bias, residual and Relu applied as each tile is stored; otherwise XLA's
+    convolution and ops."""
+    relu = (activation.decode() if isinstance(activation, bytes) else activation) == "relu"
+    x = jnp.asarray(x)
+    if isinstance(w, ConvKernel) and runs_natively(x, w):
+        rank_strides, rank_dilations = _spatial_defaults(2, strides, dilations)
+        padding = auto_pad_padding(auto_pad, pads, x.shape[2:], w.shape[2:], rank_strides, rank_dilations)
+        if residual is None or _fits(residual, x, w, padding, rank_strides, rank_dilations):
+            return native_conv_gemm(x, w, bias, residual, relu, rank_strides, padding, rank_dilations)
+        y = native_conv_gemm(x, w, bias, None, False, rank_strides, padding, rank_dilations)
+    else:
+        y = conv_nd(ctx, x, w.dense() if isinstance(w, ConvKernel) else w, bias, auto_pad=auto_pad,
+                    dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads, strides=strides)
+    if residual is not None:
+        y = y + residual  # broadcasting as XLA would
+    return jnp.maximum(y, jnp.zeros((), y.dtype)) if relu else y
+
+
+def _fits(residual: Any, x: Any, w: ConvKernel, padding, strides, dilations) -> bool:
+    """Whether the kernel can add `residual`: float32 and exactly the convolution's output shape."""
+    spatial = [(x.shape[2 + a] + sum(padding[a]) - (w.shape[2 + a] - 1) * dilations[a] - 1) // strides[a] + 1
+               for a in range(2)]
+    return jnp.result_type(residual) == jnp.float32 and tuple(jnp.shape(residual)) == (x.shape[0], w.shape[0], *spatial)
 
 
 def _transpose_pads(auto_pad: str, pads, output_shape, input_spatial: Sequence[int], kernel, strides,

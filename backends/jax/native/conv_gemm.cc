@@ -1,0 +1,165 @@
+// fp32 2-D convolution as one product per image: y[o, pixel] = act(sum_k W[o, k] patch[k, pixel]
+// + bias[o] (+ residual[o, pixel])), k = (c, i, j) over the input channels and kernel taps.
+//
+// The roles of panel_gemm.cc are swapped: the kernel matrix W [O, C*KH*KW] is the row operand,
+// packed once at compile time into row tiles, K block by K block: [K / kDepth][ceil(O / MR)][kc][MR]
+// (kc = kDepth but in the last block), so the tiles of one block stream in as one run (late layers
+// read megabytes of kernel per call, faster in long runs); the image's patches are the
+// column panels, packed at run time 32 output pixels at a time straight from the NCHW image (the
+// im2col is never materialized: a panel's K x 32 block is built in L2 and read by every row tile).
+// The output tile [MR channels x 32 pixels] is then a stretch of NCHW rows, so input, output and
+// residual all stay NCHW: no layout copy runs between convolutions. For stride 1 a panel row is
+// one or two contiguous runs of an image row, read with masked loads (padding lanes masked to 0);
+// other strides gather.
+
+#include "tile.h"
+
+namespace kiln {
+namespace {
+
+struct ConvShape {
+  int64_t channels, height, width;      // input C, H, W
+  int64_t out_height, out_width;        // Ho, Wo
+  int64_t kh, kw, sh, sw, pt, pl, dh, dw;
+  int64_t depth() const { return channels * kh * kw; }
+  int64_t pixels() const { return out_height * out_width; }
+};
+
+// Up to kLanes consecutive pixels of a panel in one output row: lanes [lane, lane + lanes) of the
+// panel are pixels (oy, ox ..).
+struct Piece {
+  int lane, lanes;
+  int64_t oy, ox;
+};
+
+// panel[k - k0][kPanel] for k = (c, i, j) in [k0, k1), the patches of output pixels [q0, q0 + width)
+// of one image (zero where a tap falls in the padding; lanes past width are left as they are, their
+// columns are never stored). Where each piece of the panel reads from for tap (i, j) is the same for
+// every channel, so it is worked out once per tap.
+void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, int64_t k0, int64_t k1, float* panel) {
+  Piece pieces[kPanel];
+  int count = 0;
+  for (int lane = 0; lane < width;) {
+    const int64_t q = q0 + lane, oy = q / s.out_width, ox = q % s.out_width;
+    const int lanes = static_cast<int>(std::min<int64_t>({kLanes, width - lane, s.out_width - ox}));
+    pieces[count++] = {lane, lanes, oy, ox};
+    lane += lanes;
+  }
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const int64_t plane = s.height * s.width, taps = s.kh * s.kw;
+  int64_t offset[kPanel];
+  __mmask16 live[kPanel], store[kPanel];
+  __m512i columns[kPanel];
+  for (int64_t i = 0; i < s.kh; ++i) {
+    for (int64_t j = 0; j < s.kw; ++j) {
+      for (int p = 0; p < count; ++p) {  // the input row and the columns in bounds of each piece
+        const Piece& piece = pieces[p];
+        const int64_t iy = piece.oy * s.sh + i * s.dh - s.pt, ix = piece.ox * s.sw + j * s.dw - s.pl;
+        int64_t lo = ix < 0 ? (-ix + s.sw - 1) / s.sw : 0, hi = (s.width - ix + s.sw - 1) / s.sw;
+        hi = std::min<int64_t>(hi, piece.lanes);
+        const bool inside = iy >= 0 && iy < s.height && hi > lo;
+        store[p] = static_cast<__mmask16>((1u << piece.lanes) - 1);
+        live[p] = inside ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
+        offset[p] = inside ? iy * s.width + ix : 0;
+        columns[p] = _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(s.sw)));
+      }
+      // the channels whose row k = c * taps + tap falls in [k0, k1)
+      const int64_t tap = i * s.kw + j;
+      const int64_t c0 = std::max<int64_t>(0, (k0 - tap + taps - 1) / taps);
+      const int64_t c1 = std::min<int64_t>(s.channels, (k1 - tap + taps - 1) / taps);
+      float* row = panel + (c0 * taps + tap - k0) * kPanel;
+      const float* from = image + c0 * plane;
+      for (int64_t c = c0; c < c1; ++c, row += taps * kPanel, from += plane) {
+        for (int p = 0; p < count; ++p) {
+          // masked-off lanes are not read (no fault past the image's edge) and come out 0
+          const Vec values = s.sw == 1 ? _mm512_maskz_loadu_ps(live[p], from + offset[p])
+                                       : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live[p], columns[p], from + offset[p], 4);
+          _mm512_mask_storeu_ps(row + pieces[p].lane, store[p], values);
+        }
+      }
+    }
+  }
+}
+
+ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles, ffi::Buffer<ffi::F32> bias,
+                    ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
+                    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                    int64_t activation) {
+  const auto xd = x.dimensions(), wd = weight_tiles.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || yd.size() != 4 || wd.size() != 3 || wd[2] != kRows || xd[0] != yd[0])
+    return ffi::Error::InvalidArgument("kiln_conv_gemm: bad operand ranks");
+  if (activation != kNone && activation != kRelu) return ffi::Error::InvalidArgument("kiln_conv_gemm: unknown activation");
+  const ConvShape s{xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
+  const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();
+  if (wd[1] != k || wd[0] != (outputs + kRows - 1) / kRows)
+    return ffi::Error::InvalidArgument("kiln_conv_gemm: kernel tiles do not match the operands");
+  if (bias.element_count() != 0 && bias.element_count() != static_cast<size_t>(outputs))
+    return ffi::Error::InvalidArgument("kiln_conv_gemm: bias length differs from the output channels");
+  if (residual.element_count() != 0 && residual.element_count() != y->element_count())
+    return ffi::Error::InvalidArgument("kiln_conv_gemm: residual differs from the output in size");
+  if (images == 0 || outputs == 0 || pixels == 0) return ffi::Error::Success();
+  const float* image = x.typed_data();
+  const float* tiles = weight_tiles.typed_data();
+  const float* row_bias = bias.element_count() ? bias.typed_data() : nullptr;
+  const float* added = residual.element_count() ? residual.typed_data() : nullptr;
+  float* out = y->typed_data();
+  // Work items: (image, run of pixel panels, range of row tiles), each K block of the run's panels
+  // packed into L2 and multiplied by every row tile of the range. Where the kernel outweighs the
+  // patches (late layers: 7 x 7 or 14 x 14 pixels, 256-2048 channels), the threads split the row
+  // tiles and each takes all of an image's panels (up to kMaxRun), so the kernel streams in once;
+  // elsewhere they take runs of kGroup panels, all rows each.
+  constexpr int64_t kMaxRun = 16;
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t panels = PanelCount(pixels), row_tiles = wd[0];
+  const bool rows_split = row_tiles * kRows > pixels && panels <= kMaxRun;
+  const int64_t run = rows_split ? panels : std::min(panels, kGroup), runs = (panels + run - 1) / run;
+  const int64_t row_ranges = std::min(row_tiles, std::max<int64_t>(1, (threads + images * runs - 1) / (images * runs)));
+  const int64_t tiles_per_range = (row_tiles + row_ranges - 1) / row_ranges;
+  ParallelFor(pool, images * runs * row_ranges, [=](int64_t item) {
+    const int64_t range = item % row_ranges, r = item / row_ranges % runs, b = item / (row_ranges * runs);
+    const int64_t p0 = r * run, p1 = std::min(panels, p0 + run);
+    static thread_local std::vector<float> packed;  // [run][kDepth][kPanel]
+    if (packed.size() < static_cast<size_t>(run * kDepth * kPanel)) packed.resize(run * kDepth * kPanel);
+    const float* source = image + b * s.channels * s.height * s.width;
+    float* c = out + b * outputs * pixels;
+    const Epilogue e{nullptr, activation, added ? added + b * outputs * pixels : nullptr, true, row_bias};
+    const int64_t t1 = std::min(row_tiles, (range + 1) * tiles_per_range);
+    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
+      const int kc = static_cast<int>(std::min<int64_t>(kDepth, k - k0));
+      for (int64_t p = p0; p < p1; ++p)
+        PackPatches(source, s, p * kPanel, static_cast<int>(std::min<int64_t>(kPanel, pixels - p * kPanel)), k0, k0 + kc,
+                    packed.data() + (p - p0) * kDepth * kPanel);
+      for (int64_t t = range * tiles_per_range; t < t1; ++t) {
+        const int rows = static_cast<int>(std::min<int64_t>(kRows, outputs - t * kRows));
+        for (int64_t p = p0; p < p1; ++p)
+          PanelTile(pixels, k, tiles + (k0 * row_tiles + t * kc) * kRows, packed.data() + (p - p0) * kDepth * kPanel, e, c, pixels,
+                    p, k0, kc, t * kRows, rows);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace kiln
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnConvGemm, kiln::ConvGemm,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("kernel_h")
+                                  .Attr<int64_t>("kernel_w")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("dilation_h")
+                                  .Attr<int64_t>("dilation_w")
+                                  .Attr<int64_t>("activation"));
+
+extern "C" int kiln_row_tile() { return kiln::kRows; }
+extern "C" int kiln_depth_block() { return kiln::kDepth; }
