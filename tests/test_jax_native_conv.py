@@ -26,6 +26,7 @@ GEOMETRIES = [
     ((1, 8, 12, 10), (9, 8, 3, 3), {"dilations": [2, 3], "pads": [2, 3, 2, 3]}),
     ((1, 6, 9, 8), (5, 6, 3, 2), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
     ((1, 50, 7, 7), (40, 50, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 450 spans two K blocks
+    ((1, 4, 13, 13), (5, 4, 3, 3), {"pads": [1, 1, 1, 1], "strides": [3, 3]}),  # strides other than 1 and 2 gather
 ]
 
 

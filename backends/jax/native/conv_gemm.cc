@@ -10,7 +10,7 @@
 // The output tile [MR channels x 32 pixels] is then a stretch of NCHW rows, so input, output and
 // residual all stay NCHW: no layout copy runs between convolutions. For stride 1 a panel row is
 // one or two contiguous runs of an image row, read with masked loads (padding lanes masked to 0);
-// other strides gather.
+// stride 2 loads twice the span and keeps every other float; other strides gather.
 
 #include "tile.h"
 
@@ -37,6 +37,18 @@ struct Piece {
 // columns are never stored). Where each piece of the panel reads from for tap (i, j) is the same for
 // every channel, so it is worked out once per tap.
 void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, int64_t k0, int64_t k1, float* panel) {
+  const int64_t plane = s.height * s.width;
+  if (s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.out_width == s.width) {
+    // a pointwise convolution: patch row k is channel k's pixels [q0, q0 + width), one run
+    const __mmask16 low = static_cast<__mmask16>((1u << std::min(width, kLanes)) - 1);
+    const __mmask16 high = static_cast<__mmask16>((1u << std::max(width - kLanes, 0)) - 1);
+    for (int64_t c = k0; c < k1; ++c, panel += kPanel) {
+      const float* from = image + c * plane + q0;
+      _mm512_mask_storeu_ps(panel, low, _mm512_maskz_loadu_ps(low, from));
+      _mm512_mask_storeu_ps(panel + kLanes, high, _mm512_maskz_loadu_ps(high, from + kLanes));
+    }
+    return;
+  }
   Piece pieces[kPanel];
   int count = 0;
   for (int lane = 0; lane < width;) {
@@ -46,10 +58,11 @@ void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, 
     lane += lanes;
   }
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const int64_t plane = s.height * s.width, taps = s.kh * s.kw;
+  const __m512i columns = _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(s.sw)));  // a gather's
+  const __m512i evens = _mm512_add_epi32(iota, iota);
+  const int64_t taps = s.kh * s.kw;
   int64_t offset[kPanel];
-  __mmask16 live[kPanel], store[kPanel];
-  __m512i columns[kPanel];
+  __mmask16 live[kPanel], store[kPanel], live_high[kPanel];
   for (int64_t i = 0; i < s.kh; ++i) {
     for (int64_t j = 0; j < s.kw; ++j) {
       for (int p = 0; p < count; ++p) {  // the input row and the columns in bounds of each piece
@@ -61,7 +74,10 @@ void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, 
         store[p] = static_cast<__mmask16>((1u << piece.lanes) - 1);
         live[p] = inside ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
         offset[p] = inside ? iy * s.width + ix : 0;
-        columns[p] = _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(s.sw)));
+        if (s.sw == 2) {  // the 2 * lanes input columns lanes [lo, hi) take every other one of, in two loads
+          const uint32_t span = inside ? static_cast<uint32_t>(((1ull << (2 * hi - 1)) - 1) & ~((1ull << (2 * lo)) - 1)) : 0;
+          live[p] = static_cast<__mmask16>(span), live_high[p] = static_cast<__mmask16>(span >> 16);
+        }
       }
       // the channels whose row k = c * taps + tap falls in [k0, k1)
       const int64_t tap = i * s.kw + j;
@@ -72,8 +88,16 @@ void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, 
       for (int64_t c = c0; c < c1; ++c, row += taps * kPanel, from += plane) {
         for (int p = 0; p < count; ++p) {
           // masked-off lanes are not read (no fault past the image's edge) and come out 0
-          const Vec values = s.sw == 1 ? _mm512_maskz_loadu_ps(live[p], from + offset[p])
-                                       : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live[p], columns[p], from + offset[p], 4);
+          const float* source = from + offset[p];
+          Vec values;
+          if (s.sw == 1) {
+            values = _mm512_maskz_loadu_ps(live[p], source);
+          } else if (s.sw == 2) {
+            values = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(live[p], source), evens,
+                                            _mm512_maskz_loadu_ps(live_high[p], source + kLanes));
+          } else {
+            values = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live[p], columns, source, 4);
+          }
           _mm512_mask_storeu_ps(row + pieces[p].lane, store[p], values);
         }
       }
