@@ -1,6 +1,6 @@
-"""The native CPU kernels (backends/jax/native/: packed-panel GEMM, attention, layer norm; the convolution kernel is in test_jax_native_conv.py) against
+"""The native CPU kernels (backends/jax/native/: packed-panel GEMM, attention, layer norm) against
 onnxruntime, the rewrite that feeds a fused QKV projection to the attention kernel, and the
-fallbacks to XLA's ops where a kernel cannot run."""
+fallbacks to XLA's ops where a kernel cannot run (the convolution kernel: test_jax_native_conv.py)."""
 
 from __future__ import annotations
 

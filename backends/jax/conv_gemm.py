@@ -72,15 +72,21 @@ def runs_natively(x: Any, kernel: ConvKernel) -> bool:
             and all(isinstance(size, int) for size in jnp.shape(x)[1:]) and jnp.shape(x)[1] == kernel.shape[1])
 
 
+def output_shape(x: Any, kernel: ConvKernel, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+                 dilations: Sequence[int]) -> tuple:
+    """[N, O, Ho, Wo] of the convolution of NCHW x, padding ((top, bottom), (left, right))."""
+    spatial = [(x.shape[2 + a] + sum(padding[a]) - (kernel.shape[2 + a] - 1) * dilations[a] - 1) // strides[a] + 1
+               for a in range(2)]
+    return (x.shape[0], kernel.shape[0], *spatial)
+
+
 def conv_gemm(x: Any, kernel: ConvKernel, bias: Any, residual: Any, relu: bool, strides: Sequence[int],
               padding: Sequence[tuple[int, int]], dilations: Sequence[int]) -> Any:
-    """relu?(conv(x, kernel) + bias[O] (+ residual)) -> [N, O, Ho, Wo] float32 on the native kernel;
-    residual of exactly that shape (or None), padding ((top, bottom), (left, right))."""
-    (top, bottom), (left, right) = padding
+    """relu?(conv(x, kernel) + bias[O] (+ residual)) -> output_shape float32 on the native kernel;
+    residual of exactly that shape (or None)."""
+    (top, _), (left, _) = padding
     _, _, kh, kw = kernel.shape
-    height = (x.shape[2] + top + bottom - (kh - 1) * dilations[0] - 1) // strides[0] + 1
-    width = (x.shape[3] + left + right - (kw - 1) * dilations[1] - 1) // strides[1] + 1
-    out = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[0], height, width), jnp.float32)
+    out = jax.ShapeDtypeStruct(output_shape(x, kernel, strides, padding, dilations), jnp.float32)
     empty = jnp.zeros((0,), jnp.float32)
     bias = empty if bias is None else jnp.asarray(bias, jnp.float32).reshape(kernel.shape[0])
     residual = empty if residual is None else jnp.asarray(residual, jnp.float32)

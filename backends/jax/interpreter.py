@@ -16,15 +16,15 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
+from .conv_gemm import ConvKernel, depth_block, pack_conv_kernel, row_tile
 from .native_rewrites import (fuse_attention_views, fuse_conv_epilogue, fuse_gelu_epilogue, fuse_matmul_bias,
                               fuse_residual_epilogue, fuse_transposed_weights)
-from .conv_gemm import ConvKernel, depth_block, pack_conv_kernel, row_tile
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
-from .weight_layout import (conv_panel_weights, onnx_order, panel_weights, reads_panels,
-                            stored_params, weight_layouts)
+from .weight_layout import (conv_gemm_kernels, onnx_order, panel_weights, reads_panels, stored_params,
+                            weight_layouts)
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
 # float inputs that determine output shapes, so they must be known while tracing
@@ -293,7 +293,8 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     conv_kernels = _conv_kernels(prepared, params, options)
     conv_shapes = {name: tuple(int(d) for d in params[name].shape) for name in conv_kernels}
     conv_depth = depth_block() if conv_kernels else 0
-    layouts = {name: permutation for name, permutation in layouts.items() if name not in panels and name not in conv_kernels}
+    layouts = {name: permutation for name, permutation in layouts.items()
+               if name not in panels and name not in conv_kernels}
     params = stored_params(params, layouts)
     for name, (packed, _, shared) in panels.items():
         params[name + PANEL_SUFFIX if shared else name] = packed
@@ -353,7 +354,7 @@ def _conv_kernels(graph: Graph, params: dict[str, np.ndarray], options: Lowering
     if not options.native_kernels:
         return {}
     rows, depth = row_tile(), depth_block()
-    return {name: pack_conv_kernel(params[name], rows, depth) for name in conv_panel_weights(graph, params)}
+    return {name: pack_conv_kernel(params[name], rows, depth) for name in conv_gemm_kernels(graph, params)}
 
 
 @dataclass(frozen=True)

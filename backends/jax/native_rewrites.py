@@ -178,10 +178,10 @@ def _fuse_residual_through_view(graph: Graph, node: Node, inputs: list, attribut
 
 def fuse_conv_epilogue(graph: Graph) -> int:
     """Every 2-D, ungrouped Conv of a float32 constant kernel (but a patch embedding, which
-    conv_forms multiplies as it is) becomes ConvGemm, run by the panel kernel over the image's
-    channels-last patches; an Add of a computed tensor that is its only reader and a Relu after
-    either come along as the kernel's epilogue (a ResNet block's residual and activation cost no
-    pass of their own); returns how many convolutions were rewritten."""
+    conv_forms multiplies as it is) becomes ConvGemm, run by native/conv_gemm.cc on the NCHW image;
+    an Add of a computed tensor that is its only reader and a Relu after either come along as the
+    kernel's epilogue (a ResNet block's residual and activation cost no pass of their own); returns
+    how many convolutions were rewritten."""
     fused = 0
     for node in list(graph.nodes):
         if not _gemm_conv(node):
@@ -189,8 +189,11 @@ def fuse_conv_epilogue(graph: Graph) -> int:
         last, inputs = node, [node.inputs[0], node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None]
         attributes = dict(node.attributes)
         add = _sole_reader(node, "Add")
-        if add is not None and _computed_float(add.inputs[1 - node.outputs[0].uses[0].index]):
-            inputs.append(add.inputs[1 - node.outputs[0].uses[0].index])
+        residual = add.inputs[1 - node.outputs[0].uses[0].index] if add is not None else None
+        if not _computed_float(residual):
+            add = None
+        else:
+            inputs.append(residual)
             last = add
         relu = _sole_reader(last, "Relu")
         if relu is not None:
@@ -201,7 +204,7 @@ def fuse_conv_epilogue(graph: Graph) -> int:
         graph.insert_node(merged, before=last)
         merged.outputs[0].type = last.outputs[0].type
         graph.replace_all_uses_with(last.outputs[0], merged.outputs[0])
-        graph.remove_nodes([n for n in (relu, add if len(inputs) > 3 else None, node) if n is not None])
+        graph.remove_nodes([n for n in (relu, add, node) if n is not None])
         fused += 1
     return fused
 
@@ -218,7 +221,8 @@ def _gemm_conv(node: Node) -> bool:
     if attrs.get("group", 1) != 1:
         return False
     patches = (list(attrs.get("strides", [1, 1])) == list(kernel[2:]) and any(k > 1 for k in kernel[2:])
-               and not any(attrs.get("pads", [0] * 4)) and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", "VALID", b"VALID"))
+               and not any(attrs.get("pads", [0] * 4))
+               and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", "VALID", b"VALID"))
     return not patches
 
 

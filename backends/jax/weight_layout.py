@@ -76,7 +76,7 @@ def panel_weights(graph: Graph, params: Mapping[str, np.ndarray], min_elements: 
     return chosen
 
 
-def conv_panel_weights(graph: Graph, params: Mapping[str, np.ndarray]) -> list[str]:
+def conv_gemm_kernels(graph: Graph, params: Mapping[str, np.ndarray]) -> list[str]:
     """The 4-D float32 kernels read only as ConvGemm's kernel (native_rewrites.fuse_conv_epilogue):
     the native CPU kernel runs them from row tiles (conv_gemm.pack_conv_kernel)."""
     chosen = []

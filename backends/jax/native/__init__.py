@@ -1,5 +1,6 @@
-"""Native CPU kernels (panel_gemm.cc, conv_gemm.cc, attention.cc, layer_norm.cc), compiled on first use for this machine (-march=native) with the system C++
-compiler against the XLA FFI headers jaxlib ships, and cached next to the XLA compilation cache.
+"""Native CPU kernels (panel_gemm.cc, conv_gemm.cc, attention.cc, layer_norm.cc), compiled on first use
+for this machine (-march=native) with the system C++ compiler against the XLA FFI headers jaxlib
+ships, and cached next to the XLA compilation cache.
 
 A machine without a compiler or AVX-512 loses nothing but speed: `library()` returns None and
 `unavailable_reason()` says why, and the backend lowers to XLA's own ops.

@@ -75,7 +75,8 @@ void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, 
         live[p] = inside ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
         offset[p] = inside ? iy * s.width + ix : 0;
         if (s.sw == 2) {  // the 2 * lanes input columns lanes [lo, hi) take every other one of, in two loads
-          const uint32_t span = inside ? static_cast<uint32_t>(((1ull << (2 * hi - 1)) - 1) & ~((1ull << (2 * lo)) - 1)) : 0;
+          const uint64_t first = 1ull << (2 * lo), end = 1ull << (2 * hi - 1);
+          const uint32_t span = inside ? static_cast<uint32_t>((end - 1) & ~(first - 1)) : 0;
           live[p] = static_cast<__mmask16>(span), live_high[p] = static_cast<__mmask16>(span >> 16);
         }
       }
@@ -112,7 +113,8 @@ ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles,
   const auto xd = x.dimensions(), wd = weight_tiles.dimensions(), yd = y->dimensions();
   if (xd.size() != 4 || yd.size() != 4 || wd.size() != 3 || wd[2] != kRows || xd[0] != yd[0])
     return ffi::Error::InvalidArgument("kiln_conv_gemm: bad operand ranks");
-  if (activation != kNone && activation != kRelu) return ffi::Error::InvalidArgument("kiln_conv_gemm: unknown activation");
+  if (activation != kNone && activation != kRelu)
+    return ffi::Error::InvalidArgument("kiln_conv_gemm: unknown activation");
   const ConvShape s{xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
   const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();
   if (wd[1] != k || wd[0] != (outputs + kRows - 1) / kRows)
@@ -151,13 +153,13 @@ ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles,
     for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
       const int kc = static_cast<int>(std::min<int64_t>(kDepth, k - k0));
       for (int64_t p = p0; p < p1; ++p)
-        PackPatches(source, s, p * kPanel, static_cast<int>(std::min<int64_t>(kPanel, pixels - p * kPanel)), k0, k0 + kc,
-                    packed.data() + (p - p0) * kDepth * kPanel);
+        PackPatches(source, s, p * kPanel, static_cast<int>(std::min<int64_t>(kPanel, pixels - p * kPanel)), k0,
+                    k0 + kc, packed.data() + (p - p0) * kDepth * kPanel);
       for (int64_t t = range * tiles_per_range; t < t1; ++t) {
         const int rows = static_cast<int>(std::min<int64_t>(kRows, outputs - t * kRows));
         for (int64_t p = p0; p < p1; ++p)
-          PanelTile(pixels, k, tiles + (k0 * row_tiles + t * kc) * kRows, packed.data() + (p - p0) * kDepth * kPanel, e, c, pixels,
-                    p, k0, kc, t * kRows, rows);
+          PanelTile(pixels, k, tiles + (k0 * row_tiles + t * kc) * kRows, packed.data() + (p - p0) * kDepth * kPanel,
+                    e, c, pixels, p, k0, kc, t * kRows, rows);
       }
     }
   });

@@ -104,7 +104,8 @@ inline void UpdateTile(float* c, int64_t ldc, int rows, int64_t width, Update up
 inline void Activate(float* c, int64_t ldc, int rows, int64_t width, int64_t form) {
   if (form == kNone) return;
   if (form == kRelu) {
-    UpdateTile(c, ldc, rows, width, [](Vec v, int, int64_t, __mmask16) { return _mm512_max_ps(v, _mm512_setzero_ps()); });
+    UpdateTile(c, ldc, rows, width,
+               [](Vec v, int, int64_t, __mmask16) { return _mm512_max_ps(v, _mm512_setzero_ps()); });
     return;
   }
   UpdateTile(c, ldc, rows, width, [form](Vec v, int, int64_t, __mmask16) { return Gelu(v, form); });
@@ -134,7 +135,8 @@ struct Epilogue {
 inline void Finish(float* c, int64_t ldc, int rows, int64_t width, const Epilogue& e, const float* residual,
                    const float* row_bias = nullptr) {
   if (row_bias)
-    UpdateTile(c, ldc, rows, width, [=](Vec v, int r, int64_t, __mmask16) { return _mm512_add_ps(v, _mm512_set1_ps(row_bias[r])); });
+    UpdateTile(c, ldc, rows, width,
+               [=](Vec v, int r, int64_t, __mmask16) { return _mm512_add_ps(v, _mm512_set1_ps(row_bias[r])); });
   if (residual && e.residual_first) AddResidual(c, residual, ldc, rows, width);
   Activate(c, ldc, rows, width, e.activation);
   if (residual && !e.residual_first) AddResidual(c, residual, ldc, rows, width);
@@ -267,8 +269,8 @@ inline void PanelGroups(int64_t n, int64_t k, const float* a, int64_t lda, const
           const bool more_k = k0 + kc < k;
           const int64_t next_panel = more_k ? p : p + kGroup;
           const float* next = next_panel < p_end ? panels + (next_panel * k + (more_k ? k0 + kc : 0)) * kPanel : nullptr;
-          PanelTile(n, k, tile_rows, panels + (p * k + k0) * kPanel, e, c, ldc, p, k0, kc, i0, rows, next ? next + from * kPanel : nullptr,
-                    next ? count : 0);
+          PanelTile(n, k, tile_rows, panels + (p * k + k0) * kPanel, e, c, ldc, p, k0, kc, i0, rows,
+                    next ? next + from * kPanel : nullptr, next ? count : 0);
         }
       }
     }
@@ -283,7 +285,8 @@ constexpr int64_t kChunkBytes = 256 << 10;
 
 // Rows per chunk of a product with depth k (a multiple of kRows)
 inline int64_t RowChunk(int64_t k) {
-  return std::max<int64_t>(1, kChunkBytes / (kRows * std::max<int64_t>(k, 1) * static_cast<int64_t>(sizeof(float)))) * kRows;
+  const int64_t tile_bytes = kRows * std::max<int64_t>(k, 1) * static_cast<int64_t>(sizeof(float));
+  return std::max<int64_t>(1, kChunkBytes / tile_bytes) * kRows;
 }
 
 inline void PanelProduct(int64_t n, int64_t k, const float* a, int64_t lda, const float* panels, const Epilogue& e,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import precision
-from ..conv_gemm import ConvKernel, runs_natively
+from ..conv_gemm import ConvKernel, output_shape, runs_natively
 from ..conv_gemm import conv_gemm as native_conv_gemm
 from ..native_rewrites import CONV_GEMM, NATIVE_DOMAIN
 from ..registry import LoweringContext, lowering
@@ -66,9 +66,8 @@ def conv_gemm(ctx: LoweringContext, x: Any, w: Any, bias: Any = None, residual: 
 
 def _fits(residual: Any, x: Any, w: ConvKernel, padding, strides, dilations) -> bool:
     """Whether the kernel can add `residual`: float32 and exactly the convolution's output shape."""
-    spatial = [(x.shape[2 + a] + sum(padding[a]) - (w.shape[2 + a] - 1) * dilations[a] - 1) // strides[a] + 1
-               for a in range(2)]
-    return jnp.result_type(residual) == jnp.float32 and tuple(jnp.shape(residual)) == (x.shape[0], w.shape[0], *spatial)
+    return (jnp.result_type(residual) == jnp.float32
+            and tuple(jnp.shape(residual)) == output_shape(x, w, strides, padding, dilations))
 
 
 def _transpose_pads(auto_pad: str, pads, output_shape, input_spatial: Sequence[int], kernel, strides,
