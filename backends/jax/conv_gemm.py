@@ -80,10 +80,10 @@ def output_shape(x: Any, kernel: ConvKernel, strides: Sequence[int], padding: Se
     return (x.shape[0], kernel.shape[0], *spatial)
 
 
-def conv_gemm(x: Any, kernel: ConvKernel, bias: Any, residual: Any, relu: bool, strides: Sequence[int],
+def conv_gemm(x: Any, kernel: ConvKernel, bias: Any, residual: Any, activation: str | None, strides: Sequence[int],
               padding: Sequence[tuple[int, int]], dilations: Sequence[int]) -> Any:
-    """relu?(conv(x, kernel) + bias[O] (+ residual)) -> output_shape float32 on the native kernel;
-    residual of exactly that shape (or None)."""
+    """activation(conv(x, kernel) + bias[O] (+ residual)) -> output_shape float32 on the native
+    kernel; residual of exactly that shape (or None), activation an ACTIVATIONS name."""
     (top, _), (left, _) = padding
     _, _, kh, kw = kernel.shape
     out = jax.ShapeDtypeStruct(output_shape(x, kernel, strides, padding, dilations), jnp.float32)
@@ -91,5 +91,5 @@ def conv_gemm(x: Any, kernel: ConvKernel, bias: Any, residual: Any, relu: bool, 
     bias = empty if bias is None else jnp.asarray(bias, jnp.float32).reshape(kernel.shape[0])
     residual = empty if residual is None else jnp.asarray(residual, jnp.float32)
     attrs = dict(kernel_h=kh, kernel_w=kw, stride_h=strides[0], stride_w=strides[1], pad_top=top, pad_left=left,
-                 dilation_h=dilations[0], dilation_w=dilations[1], activation=ACTIVATIONS["relu" if relu else None])
+                 dilation_h=dilations[0], dilation_w=dilations[1], activation=ACTIVATIONS[activation])
     return jax.ffi.ffi_call(TARGET, out)(x, kernel.tiles, bias, residual, **{k: np.int64(v) for k, v in attrs.items()})

@@ -16,13 +16,15 @@ import json
 
 import numpy as np
 
-from compiler.ir import Attr, AttrType, Graph, Node, Value
+from compiler.ir import Attr, AttrType, DataType, Graph, Node, Value
 
 NATIVE_DOMAIN = "ai.graphkiln.native"
 VIEW_ATTENTION = "ViewAttention"
 MATMUL_BIAS = "MatMulBias"
 MATMUL_TRANSPOSED = "MatMulTransposed"
 CONV_GEMM = "ConvGemm"
+DEPTHWISE_CONV = "DepthwiseConv"
+EPILOGUE_ACTIVATIONS = {"Relu": "relu", "HardSwish": "hard_swish"}  # ops a convolution's epilogue applies
 TRANSPOSED_WEIGHT = "transposed_weight"  # MatMulBias attribute: W stored [N, K], as Gemm's transB
 VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity"})
 
@@ -179,15 +181,18 @@ def _fuse_residual_through_view(graph: Graph, node: Node, inputs: list, attribut
 def fuse_conv_epilogue(graph: Graph) -> int:
     """Every 2-D, ungrouped Conv of a float32 constant kernel (but a patch embedding, which
     conv_forms multiplies as it is) becomes ConvGemm, run by native/conv_gemm.cc on the NCHW image;
-    an Add of a computed tensor that is its only reader and a Relu after either come along as the
-    kernel's epilogue (a ResNet block's residual and activation cost no pass of their own); returns
-    how many convolutions were rewritten."""
+    an Add of a computed tensor that is its only reader and a Relu or HardSwish after either come
+    along as the kernel's epilogue (a ResNet block's residual and activation cost no pass of their
+    own); returns how many convolutions were rewritten."""
     fused = 0
     for node in list(graph.nodes):
         if not _gemm_conv(node):
             continue
+        if _pixel_product(node):
+            _conv_as_product(graph, node)
+            fused += 1
+            continue
         last, inputs = node, [node.inputs[0], node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None]
-        attributes = dict(node.attributes)
         add = _sole_reader(node, "Add")
         residual = add.inputs[1 - node.outputs[0].uses[0].index] if add is not None else None
         if not _computed_float(residual):
@@ -195,18 +200,90 @@ def fuse_conv_epilogue(graph: Graph) -> int:
         else:
             inputs.append(residual)
             last = add
-        relu = _sole_reader(last, "Relu")
-        if relu is not None:
-            attributes["activation"] = Attr("activation", AttrType.STRING, "relu")
-            last = relu
-        merged = Node(CONV_GEMM, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None],
-                      name=f"{node.name or 'conv'}_gemm")
-        graph.insert_node(merged, before=last)
-        merged.outputs[0].type = last.outputs[0].type
-        graph.replace_all_uses_with(last.outputs[0], merged.outputs[0])
-        graph.remove_nodes([n for n in (relu, add, node) if n is not None])
+        _replace_with_epilogue(graph, node, CONV_GEMM, inputs, last, [add])
         fused += 1
     return fused
+
+
+def _pixel_product(node: Node) -> bool:
+    """Whether `node` (a _gemm_conv) is a 1x1 convolution of one pixel, no padding (a
+    squeeze-excitation block's layers): a product of [N, C] by the kernel's [O, C] matrix, which the
+    panel kernel runs without conv_gemm.cc's 32-pixel panels, and whose kernel nothing else reads."""
+    kernel, shape = _constant_shape(node.inputs[1]), node.inputs[0].shape
+    return (kernel[2:] == (1, 1) and shape is not None and len(shape) == 4 and tuple(shape[2:]) == (1, 1)
+            and isinstance(shape[1], int) and not any(_ints(node, "pads")) and len(node.inputs[1].uses) == 1)
+
+
+def _conv_as_product(graph: Graph, node: Node) -> None:
+    """A _pixel_product Conv (and a Relu or HardSwish that is its only reader) as Reshape [N, C] ->
+    MatMulBias with the [O, C] kernel matrix (transposed_weight) -> Reshape [N, O, 1, 1]."""
+    kernel = node.inputs[1].const_value.numpy()
+    matrix = graph.make_constant(kernel.reshape(kernel.shape[0], -1), graph.make_name("conv_matrix"), DataType.FLOAT)
+    rows = graph.make_constant(np.array([-1, kernel.shape[1]], np.int64), graph.make_name("shape"), DataType.INT64)
+    flat = Node("Reshape", [node.inputs[0], rows], {}, outputs=[None], name=f"{node.name or 'conv'}_rows")
+    graph.insert_node(flat, before=node)
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    attributes = {TRANSPOSED_WEIGHT: Attr(TRANSPOSED_WEIGHT, AttrType.INT, 1)}
+    last, activation = node, next(filter(None, (_sole_reader(node, op) for op in EPILOGUE_ACTIVATIONS)), None)
+    if activation is not None:
+        attributes["activation"] = Attr("activation", AttrType.STRING, EPILOGUE_ACTIVATIONS[activation.op_type])
+        last = activation
+    product = Node(MATMUL_BIAS, [flat.outputs[0], matrix, bias], attributes, domain=NATIVE_DOMAIN, outputs=[None],
+                   name=f"{node.name or 'conv'}_product")
+    graph.insert_node(product, before=node)
+    image = graph.make_constant(np.array([-1, kernel.shape[0], 1, 1], np.int64), graph.make_name("shape"),
+                                DataType.INT64)
+    back = Node("Reshape", [product.outputs[0], image], {}, outputs=[None], name=f"{node.name or 'conv'}_image")
+    graph.insert_node(back, before=node)
+    back.outputs[0].type = last.outputs[0].type
+    graph.replace_all_uses_with(last.outputs[0], back.outputs[0])
+    weight = node.inputs[1]
+    graph.remove_nodes([n for n in (activation, node) if n is not None])
+    if weight.name in graph.initializers and not weight.uses and not weight.is_graph_output():
+        graph.remove_initializer(weight.name)
+
+
+def _ints(node: Node, name: str) -> list[int]:
+    attr = node.attributes.get(name)
+    return list(attr.value) if attr is not None else []
+
+
+def fuse_depthwise_epilogue(graph: Graph) -> int:
+    """Every 2-D depthwise Conv (group = input channels, one input channel per kernel) of a float32
+    constant kernel becomes DepthwiseConv, run by native/depthwise_conv.cc on the NCHW image with
+    its padding, bias and a Relu or HardSwish that is its only reader (MobileNet's blocks); returns
+    how many."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        kernel = _constant_shape(node.inputs[1])
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        group = node.attributes.get("group")
+        if (kernel is None or len(kernel) != 4 or kernel[1] != 1 or group is None or group.value < 2
+                or kernel[0] % group.value or (bias is not None and _constant_shape(bias) != (kernel[0],))):
+            continue
+        _replace_with_epilogue(graph, node, DEPTHWISE_CONV, [node.inputs[0], node.inputs[1], bias], node, [])
+        fused += 1
+    return fused
+
+
+def _replace_with_epilogue(graph: Graph, node: Node, op_type: str, inputs: list, last: Node,
+                           absorbed: list[Node | None]) -> None:
+    """Replace `node`, the `absorbed` nodes up to `last` and an activation that is `last`'s only
+    reader with one `op_type` node (native domain, node's attributes plus `activation`)."""
+    attributes = dict(node.attributes)
+    activation = next(filter(None, (_sole_reader(last, op) for op in EPILOGUE_ACTIVATIONS)), None)
+    if activation is not None:
+        name = EPILOGUE_ACTIVATIONS[activation.op_type]
+        attributes["activation"] = Attr("activation", AttrType.STRING, name)
+        last = activation
+    merged = Node(op_type, inputs, attributes, domain=NATIVE_DOMAIN, outputs=[None],
+                  name=f"{node.name or 'conv'}_{'gemm' if op_type == CONV_GEMM else 'depthwise'}")
+    graph.insert_node(merged, before=last)
+    merged.outputs[0].type = last.outputs[0].type
+    graph.replace_all_uses_with(last.outputs[0], merged.outputs[0])
+    graph.remove_nodes([n for n in (activation, *absorbed, node) if n is not None])
 
 
 def _gemm_conv(node: Node) -> bool:

@@ -64,14 +64,29 @@ def residual_fits(x: Any, weight: PanelWeight, residual: Any) -> bool:
     return jnp.result_type(residual) == jnp.float32 and tuple(jnp.shape(residual)) == shape
 
 
-ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # the kernel's epilogues (tile.h: Activation)
+# the kernels' epilogues (tile.h: Activation)
+ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "hard_swish": 4}
+
+
+def activate(y: Any, activation: str | None) -> Any:
+    """`activation` (an ACTIVATIONS name) in XLA's ops: what a kernel's epilogue does, for the
+    fallbacks where the kernel cannot run."""
+    if activation is None:
+        return y
+    if activation == "relu":
+        return jnp.maximum(y, jnp.zeros((), y.dtype))
+    if activation == "hard_swish":
+        return y * jnp.clip(y / 6 + 0.5, 0, 1).astype(y.dtype)
+    if activation in ("gelu", "gelu_tanh"):
+        return jax.nn.gelu(y, approximate=activation == "gelu_tanh").astype(y.dtype)
+    raise ValueError(f"unknown epilogue activation {activation!r}")
 
 
 def panel_matmul(x: Any, weight: PanelWeight, bias: Any = None, activation: str | None = None,
                  residual: Any = None, residual_first: bool = False) -> Any:
     """activation(x[..., K] @ W[K, N] (+ bias[N])) (+ residual[..., N]) -> [..., N] in float32, on
     the native kernel, or with `residual_first` activation(x @ W (+ bias) + residual); activation
-    None, "gelu" (erf), "gelu_tanh" or "relu"."""
+    an ACTIVATIONS name."""
     out = jax.ShapeDtypeStruct(tuple(jnp.shape(x)[:-1]) + (weight.n,), jnp.float32)
     code = np.int64(ACTIVATIONS[activation])
     if residual is not None:

@@ -113,7 +113,7 @@ ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles,
   const auto xd = x.dimensions(), wd = weight_tiles.dimensions(), yd = y->dimensions();
   if (xd.size() != 4 || yd.size() != 4 || wd.size() != 3 || wd[2] != kRows || xd[0] != yd[0])
     return ffi::Error::InvalidArgument("kiln_conv_gemm: bad operand ranks");
-  if (activation != kNone && activation != kRelu)
+  if (!KnownActivation(activation))
     return ffi::Error::InvalidArgument("kiln_conv_gemm: unknown activation");
   const ConvShape s{xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
   const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();

@@ -24,7 +24,7 @@ constexpr int64_t kMinPanelsPerChunk = 2;
 
 ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y,
                        ffi::ThreadPool pool, const Epilogue& e) {
-  if (e.activation != kNone && e.activation != kGeluErf && e.activation != kGeluTanh && e.activation != kRelu)
+  if (!KnownActivation(e.activation))
     return ffi::Error::InvalidArgument("kiln_panel_matmul: unknown activation");
   const auto xd = x.dimensions(), pd = panels.dimensions(), yd = y->dimensions();
   if (xd.size() < 1 || pd.size() != 3 || pd[2] != kPanel || yd.size() != xd.size())

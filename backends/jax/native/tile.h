@@ -60,8 +60,9 @@ inline Vec Exp(Vec x) {
   return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(bits));
 }
 
-// Activations a product may apply to its output as it is stored (ONNX Gelu's two forms, Relu).
-enum Activation : int64_t { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kRelu = 3 };
+// Activations a product may apply to its output as it is stored (ONNX Gelu's two forms, Relu,
+// HardSwish).
+enum Activation : int64_t { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kRelu = 3, kHardSwish = 4 };
 
 // GELU of 16 floats: 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7),
 // or the tanh form 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), tanh(u) = 1 - 2 / (1 + e^2u)
@@ -100,12 +101,34 @@ inline void UpdateTile(float* c, int64_t ldc, int rows, int64_t width, Update up
     }
 }
 
+inline bool KnownActivation(int64_t form) { return form >= kNone && form <= kHardSwish; }
+
+// ONNX HardSwish of 16 floats: x * clamp(x / 6 + 1/2, 0, 1)
+inline Vec HardSwish(Vec x) {
+  const Vec gate = _mm512_fmadd_ps(x, _mm512_set1_ps(1.0f / 6.0f), _mm512_set1_ps(0.5f));
+  return _mm512_mul_ps(x, _mm512_min_ps(_mm512_max_ps(gate, _mm512_setzero_ps()), _mm512_set1_ps(1.0f)));
+}
+
+// Activation `form` of 16 floats
+inline Vec Activated(Vec v, int64_t form) {
+  switch (form) {
+    case kRelu: return _mm512_max_ps(v, _mm512_setzero_ps());
+    case kHardSwish: return HardSwish(v);
+    case kGeluErf: case kGeluTanh: return Gelu(v, form);
+    default: return v;
+  }
+}
+
 // `form` applied in place to rows x width floats of c
 inline void Activate(float* c, int64_t ldc, int rows, int64_t width, int64_t form) {
   if (form == kNone) return;
   if (form == kRelu) {
     UpdateTile(c, ldc, rows, width,
                [](Vec v, int, int64_t, __mmask16) { return _mm512_max_ps(v, _mm512_setzero_ps()); });
+    return;
+  }
+  if (form == kHardSwish) {
+    UpdateTile(c, ldc, rows, width, [](Vec v, int, int64_t, __mmask16) { return HardSwish(v); });
     return;
   }
   UpdateTile(c, ldc, rows, width, [form](Vec v, int, int64_t, __mmask16) { return Gelu(v, form); });

@@ -11,7 +11,10 @@ import jax.numpy as jnp
 from .. import precision
 from ..conv_gemm import ConvKernel, output_shape, runs_natively
 from ..conv_gemm import conv_gemm as native_conv_gemm
-from ..native_rewrites import CONV_GEMM, NATIVE_DOMAIN
+from ..depthwise_conv import depthwise_conv as native_depthwise_conv
+from ..depthwise_conv import runs_natively as depthwise_runs_natively
+from ..native_rewrites import CONV_GEMM, DEPTHWISE_CONV, NATIVE_DOMAIN
+from ..panel_matmul import activate
 from ..registry import LoweringContext, lowering
 from ._helpers import auto_pad_padding
 
@@ -44,24 +47,42 @@ def conv(ctx: LoweringContext, x: Any, w: Any, bias: Any = None, **attrs: Any) -
 def conv_gemm(ctx: LoweringContext, x: Any, w: Any, bias: Any = None, residual: Any = None, *,
               activation: Any = None, auto_pad: str = "NOTSET", dilations=None, group: int = 1, kernel_shape=None,
               pads=None, strides=None) -> Any:
-    """Conv [-> Add(residual)] [-> Relu] as native_rewrites.fuse_conv_epilogue merged them: on the
-    native kernel where the kernel arrives packed (a ConvKernel) and x is a float32 NCHW image with
-    known C, H, W, the bias, residual and Relu applied as each tile is stored; otherwise XLA's
-    convolution and ops."""
-    relu = (activation.decode() if isinstance(activation, bytes) else activation) == "relu"
+    """Conv [-> Add(residual)] [-> Relu | HardSwish] as native_rewrites.fuse_conv_epilogue merged
+    them: on the native kernel where the kernel arrives packed (a ConvKernel) and x is a float32 NCHW
+    image with known C, H, W, the bias, residual and activation applied as each tile is stored;
+    otherwise XLA's convolution and ops."""
+    activation = activation.decode() if isinstance(activation, bytes) else activation
     x = jnp.asarray(x)
     if isinstance(w, ConvKernel) and runs_natively(x, w):
         rank_strides, rank_dilations = _spatial_defaults(2, strides, dilations)
         padding = auto_pad_padding(auto_pad, pads, x.shape[2:], w.shape[2:], rank_strides, rank_dilations)
         if residual is None or _fits(residual, x, w, padding, rank_strides, rank_dilations):
-            return native_conv_gemm(x, w, bias, residual, relu, rank_strides, padding, rank_dilations)
-        y = native_conv_gemm(x, w, bias, None, False, rank_strides, padding, rank_dilations)
+            return native_conv_gemm(x, w, bias, residual, activation, rank_strides, padding, rank_dilations)
+        y = native_conv_gemm(x, w, bias, None, None, rank_strides, padding, rank_dilations)
     else:
         y = conv_nd(ctx, x, w.dense() if isinstance(w, ConvKernel) else w, bias, auto_pad=auto_pad,
                     dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads, strides=strides)
     if residual is not None:
         y = y + residual  # broadcasting as XLA would
-    return jnp.maximum(y, jnp.zeros((), y.dtype)) if relu else y
+    return activate(y, activation)
+
+
+@lowering(DEPTHWISE_CONV, domain=NATIVE_DOMAIN)
+def depthwise_conv(ctx: LoweringContext, x: Any, w: Any, bias: Any = None, *, activation: Any = None,
+                   auto_pad: str = "NOTSET", dilations=None, group: int = 1, kernel_shape=None, pads=None,
+                   strides=None) -> Any:
+    """Depthwise Conv [-> Relu | HardSwish] as native_rewrites.fuse_depthwise_epilogue merged them:
+    on the native kernel where x is a float32 NCHW image with known C, H, W (C = group); otherwise
+    XLA's convolution and ops."""
+    activation = activation.decode() if isinstance(activation, bytes) else activation
+    x = jnp.asarray(x)
+    if ctx.native and depthwise_runs_natively(x, w) and jnp.shape(x)[1] == group:
+        rank_strides, rank_dilations = _spatial_defaults(2, strides, dilations)
+        padding = auto_pad_padding(auto_pad, pads, x.shape[2:], jnp.shape(w)[2:], rank_strides, rank_dilations)
+        return native_depthwise_conv(x, w, bias, activation, rank_strides, padding, rank_dilations)
+    y = conv_nd(ctx, x, w, bias, auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+                pads=pads, strides=strides)
+    return activate(y, activation)
 
 
 def _fits(residual: Any, x: Any, w: ConvKernel, padding, strides, dilations) -> bool:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from .. import precision
 from ..registry import lowering
 from ..native_rewrites import MATMUL_BIAS, MATMUL_TRANSPOSED, NATIVE_DOMAIN
-from ..panel_matmul import PanelWeight, panel_matmul, residual_fits, runs_natively
+from ..panel_matmul import PanelWeight, activate, panel_matmul, residual_fits, runs_natively
 from ..weight_layout import RowsAlongK
 from .shape import reshaped_dims
 
@@ -94,8 +94,7 @@ def matmul_bias(ctx, a, b, bias=None, residual=None, shape=None, activation=None
         return panel_matmul(a, b, None if bias is None else jnp.reshape(bias, (b.n,)), activation, residual)
     product = precision.matmul(ctx, a, b)
     result = product if bias is None else (product + jnp.asarray(bias)).astype(product.dtype)
-    if activation is not None:
-        result = jax.nn.gelu(result, approximate=activation == "gelu_tanh").astype(product.dtype)
+    result = activate(result, activation)
     return result if residual is None else result + residual
 
 

@@ -1,0 +1,160 @@
+// fp32 depthwise 2-D convolution on NCHW: y[n, o, :, :] = act(conv(x[n, o / m, :, :], w[o]) + bias[o]),
+// m output channels per input channel (ONNX Conv with group = C, kernel [C * m, 1, KH, KW]).
+//
+// A depthwise convolution does KH * KW multiply-adds per output value and reads each input value
+// KH * KW times, so it is bound by loads, not by FMAs: XLA runs it as a grouped convolution (or as
+// shifted slices, conv_forms.py) with the padding as a pass of its own and the activation as
+// another. Here each output plane is one work item: its input plane is copied once into a padded
+// plane in L1/L2 (the padding is zeros there, so no tap needs a mask), each output row is
+// accumulated 16 pixels at a time over the taps (stride 1: one unaligned load per tap; stride 2: two
+// loads and a permute keep every other float; other strides: a gather), and the bias and activation
+// are applied before the single store.
+
+#include "tile.h"
+
+namespace kiln {
+namespace {
+
+struct DepthwiseShape {
+  int64_t height, width, out_height, out_width;
+  int64_t kh, kw, sh, sw, pt, pl, dh, dw;
+};
+
+// plane [H, W] copied into padded [H + pt + pb rows][row floats], zeros around it and in the slack
+// a vector read past the last column may touch: whole vectors of masked loads (library calls per row
+// would cost more than the convolution of a 7 x 7 plane), up to kLanes - 1 floats written past the end
+void PadPlane(const float* plane, const DepthwiseShape& s, int64_t rows, int64_t row, float* padded) {
+  for (int64_t y = 0; y < rows; ++y) {
+    const int64_t from_row = y - s.pt;
+    float* line = padded + y * row;
+    if (from_row < 0 || from_row >= s.height) {
+      for (int64_t j = 0; j < row; j += kLanes) Store(line + j, _mm512_setzero_ps());
+      continue;
+    }
+    const float* source = plane + from_row * s.width - s.pl;  // source[j] is padded column j
+    for (int64_t j = 0; j < row; j += kLanes) {
+      const int64_t lo = std::clamp<int64_t>(s.pl - j, 0, kLanes), hi = std::clamp<int64_t>(s.pl + s.width - j, 0, kLanes);
+      const __mmask16 live = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
+      Store(line + j, _mm512_maskz_loadu_ps(live, source + j));
+    }
+  }
+}
+
+constexpr int kBlockRows = 4;  // output rows accumulated together: four independent FMA chains
+constexpr int64_t kBatchFloats = 16 << 10;  // padded planes a work item holds at most (64 KB), past one
+constexpr int64_t kItemsPerThread = 8;      // work items per thread at least, where planes allow
+
+// 16 floats of a padded row from `at`, every kStride-th (kStride 0: every `stride`-th, gathered)
+template <int kStride>
+inline Vec Strided(const float* at, __m512i evens, __m512i gather) {
+  if constexpr (kStride == 1) return Load(at);
+  if constexpr (kStride == 2) return _mm512_permutex2var_ps(Load(at), evens, Load(at + kLanes));
+  return _mm512_i32gather_ps(gather, at, 4);
+}
+
+// One output plane: out[oy, ox] = act(bias + sum over taps (i, j) of w[i, j] padded[oy*sh + i*dh, ox*sw + j*dw]),
+// kBlockRows rows at a time, 16 pixels at a time
+template <int kStride>
+void OutputPlane(const float* padded, int64_t row, const float* taps, float bias, int64_t activation,
+                 const DepthwiseShape& s, float* out) {
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i gather = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(s.sw)));
+  const int64_t column_step = kStride ? kStride : s.sw;
+  for (int64_t oy0 = 0; oy0 < s.out_height; oy0 += kBlockRows) {
+    const int block = static_cast<int>(std::min<int64_t>(kBlockRows, s.out_height - oy0));
+    for (int64_t ox = 0; ox < s.out_width; ox += kLanes) {
+      Vec acc[kBlockRows];
+      for (int r = 0; r < kBlockRows; ++r) acc[r] = _mm512_set1_ps(bias);
+      for (int64_t i = 0; i < s.kh; ++i) {
+        const float* line = padded + (oy0 * s.sh + i * s.dh) * row + ox * column_step;
+        for (int64_t j = 0; j < s.kw; ++j) {
+          const Vec tap = _mm512_set1_ps(taps[i * s.kw + j]);
+          const float* at = line + j * s.dw;
+          if (block == kBlockRows) {
+            for (int r = 0; r < kBlockRows; ++r)
+              acc[r] = _mm512_fmadd_ps(tap, Strided<kStride>(at + r * s.sh * row, evens, gather), acc[r]);
+          } else {
+            for (int r = 0; r < block; ++r)
+              acc[r] = _mm512_fmadd_ps(tap, Strided<kStride>(at + r * s.sh * row, evens, gather), acc[r]);
+          }
+        }
+      }
+      const int64_t lanes = std::min<int64_t>(kLanes, s.out_width - ox);
+      const __mmask16 mask = lanes == kLanes ? 0xFFFF : static_cast<__mmask16>((1u << lanes) - 1);
+      for (int r = 0; r < block; ++r)
+        _mm512_mask_storeu_ps(out + (oy0 + r) * s.out_width + ox, mask, Activated(acc[r], activation));
+    }
+  }
+}
+
+ffi::Error DepthwiseConv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight, ffi::Buffer<ffi::F32> bias,
+                         ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool, int64_t kh, int64_t kw, int64_t sh,
+                         int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t activation) {
+  const auto xd = x.dimensions(), wd = weight.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || yd.size() != 4 || wd.size() != 4 || xd[0] != yd[0] || wd[0] != yd[1] || wd[1] != 1)
+    return ffi::Error::InvalidArgument("kiln_depthwise_conv: bad operand shapes");
+  if (wd[2] != kh || wd[3] != kw || xd[1] == 0 || yd[1] % xd[1] != 0 || sh < 1 || sw < 1 || dh < 1 || dw < 1)
+    return ffi::Error::InvalidArgument("kiln_depthwise_conv: kernel, strides or dilations do not fit");
+  if (!KnownActivation(activation)) return ffi::Error::InvalidArgument("kiln_depthwise_conv: unknown activation");
+  if (bias.element_count() != 0 && static_cast<int64_t>(bias.element_count()) != yd[1])
+    return ffi::Error::InvalidArgument("kiln_depthwise_conv: bias must have one value per output channel");
+  const DepthwiseShape s{xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
+  // the padded plane holds every row and column a tap reads, plus the slack of the last vector
+  const int64_t rows = std::max(s.pt + s.height, (s.out_height - 1) * sh + (kh - 1) * dh + 1);
+  const int64_t row = std::max(s.pl + s.width, (s.out_width - 1) * sw + (kw - 1) * dw + 1) + (kLanes + 1) * sw;
+  if (s.pt < 0 || s.pl < 0 || s.out_height < 1 || s.out_width < 1)
+    return ffi::Error::InvalidArgument("kiln_depthwise_conv: bad padding or output size");
+  const int64_t channels = xd[1], outputs = yd[1], multiplier = outputs / channels, planes = yd[0] * outputs;
+  const float *image = x.typed_data(), *w = weight.typed_data();
+  const float* b = bias.element_count() ? bias.typed_data() : nullptr;
+  float* out = y->typed_data();
+  // Work items are runs of planes, padded together before any is multiplied (a tap reading a
+  // padded row just written stalls on store forwarding) and sized to fit L2 with their output
+  const int64_t padded_floats = rows * row;
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t per_item = std::clamp<int64_t>(kBatchFloats / padded_floats, 1,
+                                               std::max<int64_t>(1, planes / (kItemsPerThread * threads)));
+  ParallelFor(pool, (planes + per_item - 1) / per_item, [=](int64_t item) {
+    const int64_t first = item * per_item, last = std::min(planes, first + per_item);
+    static thread_local std::vector<float> padded;
+    if (padded.size() < static_cast<size_t>(per_item * padded_floats + kLanes))
+      padded.resize(per_item * padded_floats + kLanes);
+    for (int64_t p = first; p < last; ++p) {
+      const int64_t n = p / outputs, o = p % outputs;
+      PadPlane(image + (n * channels + o / multiplier) * s.height * s.width, s, rows, row,
+               padded.data() + (p - first) * padded_floats);
+    }
+    for (int64_t p = first; p < last; ++p) {
+      const int64_t o = p % outputs;
+      const float* taps = w + o * kh * kw;
+      const float* from = padded.data() + (p - first) * padded_floats;
+      const float offset = b ? b[o] : 0.0f;
+      float* plane = out + p * s.out_height * s.out_width;
+      if (sw == 1) OutputPlane<1>(from, row, taps, offset, activation, s, plane);
+      else if (sw == 2) OutputPlane<2>(from, row, taps, offset, activation, s, plane);
+      else OutputPlane<0>(from, row, taps, offset, activation, s, plane);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace kiln
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnDepthwiseConv, kiln::DepthwiseConv,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Attr<int64_t>("kernel_h")
+                                  .Attr<int64_t>("kernel_w")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("dilation_h")
+                                  .Attr<int64_t>("dilation_w")
+                                  .Attr<int64_t>("activation"));
