@@ -6,9 +6,10 @@
 // shifted slices, conv_forms.py) with the padding as a pass of its own and the activation as
 // another. Here each output plane is one work item: its input plane is copied once into a padded
 // plane in L1/L2 (the padding is zeros there, so no tap needs a mask), each output row is
-// accumulated 16 pixels at a time over the taps (stride 1: one unaligned load per tap; stride 2: two
-// loads and a permute keep every other float; other strides: a gather), and the bias and activation
-// are applied before the single store.
+// accumulated 16 pixels at a time, four rows together (stride 1: one unaligned load per vector;
+// stride 2: two loads and a permute keep every other float; other strides: a gather), and the bias
+// and activation are applied before the single store. 3 x 3 and 5 x 5 kernels of stride 1 or 2 are
+// unrolled with their weights in registers, each input vector loaded once for all four rows.
 
 #include "tile.h"
 
@@ -52,11 +53,57 @@ inline Vec Strided(const float* at, __m512i evens, __m512i gather) {
   return _mm512_i32gather_ps(gather, at, 4);
 }
 
-// One output plane: out[oy, ox] = act(bias + sum over taps (i, j) of w[i, j] padded[oy*sh + i*dh, ox*sw + j*dw]),
-// kBlockRows rows at a time, 16 pixels at a time
+// A full block of rows for a K x K kernel, stride S both ways, no dilation (MobileNet's 3 x 3 and
+// 5 x 5): each input row vector is loaded once and multiplied into every output row of the block
+// that reads it, with the weights held in registers (the general loop loads each vector once per
+// output row, and a load is what a depthwise convolution runs out of first)
+template <int K, int S>
+inline void FixedBlock(const float* top, int64_t row, const Vec* weights, Vec* acc, __m512i evens) {
+  constexpr int kSpan = (kBlockRows - 1) * S + K;  // input rows the block reads
+#pragma GCC unroll 16
+  for (int iy = 0; iy < kSpan; ++iy) {
+#pragma GCC unroll 8
+    for (int j = 0; j < K; ++j) {
+      const Vec v = Strided<S>(top + iy * row + j, evens, evens);
+#pragma GCC unroll 4
+      for (int r = 0; r < kBlockRows; ++r) {
+        const int i = iy - r * S;
+        if (i >= 0 && i < K) acc[r] = _mm512_fmadd_ps(weights[i * K + j], v, acc[r]);
+      }
+    }
+  }
+}
+
+// A block of `block` output rows for any kernel, stride and dilation: each tap's vector loaded once
+// per output row
 template <int kStride>
+inline void GeneralBlock(const float* top, int64_t row, const float* taps, int block, const DepthwiseShape& s,
+                         Vec* acc, __m512i evens, __m512i gather) {
+  for (int64_t i = 0; i < s.kh; ++i) {
+    const float* line = top + i * s.dh * row;
+    for (int64_t j = 0; j < s.kw; ++j) {
+      const Vec tap = _mm512_set1_ps(taps[i * s.kw + j]);
+      const float* at = line + j * s.dw;
+      if (block == kBlockRows) {
+        for (int r = 0; r < kBlockRows; ++r)
+          acc[r] = _mm512_fmadd_ps(tap, Strided<kStride>(at + r * s.sh * row, evens, gather), acc[r]);
+      } else {
+        for (int r = 0; r < block; ++r)
+          acc[r] = _mm512_fmadd_ps(tap, Strided<kStride>(at + r * s.sh * row, evens, gather), acc[r]);
+      }
+    }
+  }
+}
+
+// One output plane: out[oy, ox] = act(bias + sum over taps (i, j) of w[i, j] padded[oy*sh + i*dh, ox*sw + j*dw]),
+// kBlockRows rows at a time, 16 pixels at a time; K > 0: a K x K kernel of stride kStride both ways
+// and no dilation, whose full row blocks go through FixedBlock
+template <int kStride, int K = 0>
 void OutputPlane(const float* padded, int64_t row, const float* taps, float bias, int64_t activation,
                  const DepthwiseShape& s, float* out) {
+  Vec weights[K > 0 ? K * K : 1];
+  if constexpr (K > 0)
+    for (int t = 0; t < K * K; ++t) weights[t] = _mm512_set1_ps(taps[t]);
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i gather = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(static_cast<int>(s.sw)));
@@ -66,19 +113,10 @@ void OutputPlane(const float* padded, int64_t row, const float* taps, float bias
     for (int64_t ox = 0; ox < s.out_width; ox += kLanes) {
       Vec acc[kBlockRows];
       for (int r = 0; r < kBlockRows; ++r) acc[r] = _mm512_set1_ps(bias);
-      for (int64_t i = 0; i < s.kh; ++i) {
-        const float* line = padded + (oy0 * s.sh + i * s.dh) * row + ox * column_step;
-        for (int64_t j = 0; j < s.kw; ++j) {
-          const Vec tap = _mm512_set1_ps(taps[i * s.kw + j]);
-          const float* at = line + j * s.dw;
-          if (block == kBlockRows) {
-            for (int r = 0; r < kBlockRows; ++r)
-              acc[r] = _mm512_fmadd_ps(tap, Strided<kStride>(at + r * s.sh * row, evens, gather), acc[r]);
-          } else {
-            for (int r = 0; r < block; ++r)
-              acc[r] = _mm512_fmadd_ps(tap, Strided<kStride>(at + r * s.sh * row, evens, gather), acc[r]);
-          }
-        }
+      if constexpr (K > 0) {  // the padded plane has the rows a last, partial block reads too
+        FixedBlock<K, kStride>(padded + oy0 * kStride * row + ox * kStride, row, weights, acc, evens);
+      } else {
+        GeneralBlock<kStride>(padded + oy0 * s.sh * row + ox * column_step, row, taps, block, s, acc, evens, gather);
       }
       const int64_t lanes = std::min<int64_t>(kLanes, s.out_width - ox);
       const __mmask16 mask = lanes == kLanes ? 0xFFFF : static_cast<__mmask16>((1u << lanes) - 1);
@@ -101,7 +139,12 @@ ffi::Error DepthwiseConv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight, 
     return ffi::Error::InvalidArgument("kiln_depthwise_conv: bias must have one value per output channel");
   const DepthwiseShape s{xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
   // the padded plane holds every row and column a tap reads, plus the slack of the last vector
-  const int64_t rows = std::max(s.pt + s.height, (s.out_height - 1) * sh + (kh - 1) * dh + 1);
+  // 10 * K + stride for the kernels FixedBlock unrolls (whole blocks of rows, the last one partly
+  // padding), else 0
+  const bool square = kh == kw && sh == sw && dh == 1 && dw == 1 && (kh == 3 || kh == 5) && (sh == 1 || sh == 2);
+  const int fixed = square ? static_cast<int>(10 * kh + sh) : 0;
+  const int64_t computed_rows = fixed ? (s.out_height + kBlockRows - 1) / kBlockRows * kBlockRows : s.out_height;
+  const int64_t rows = std::max(s.pt + s.height, (computed_rows - 1) * sh + (kh - 1) * dh + 1);
   const int64_t row = std::max(s.pl + s.width, (s.out_width - 1) * sw + (kw - 1) * dw + 1) + (kLanes + 1) * sw;
   if (s.pt < 0 || s.pl < 0 || s.out_height < 1 || s.out_width < 1)
     return ffi::Error::InvalidArgument("kiln_depthwise_conv: bad padding or output size");
@@ -131,7 +174,11 @@ ffi::Error DepthwiseConv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight, 
       const float* from = padded.data() + (p - first) * padded_floats;
       const float offset = b ? b[o] : 0.0f;
       float* plane = out + p * s.out_height * s.out_width;
-      if (sw == 1) OutputPlane<1>(from, row, taps, offset, activation, s, plane);
+      if (fixed == 31) OutputPlane<1, 3>(from, row, taps, offset, activation, s, plane);
+      else if (fixed == 32) OutputPlane<2, 3>(from, row, taps, offset, activation, s, plane);
+      else if (fixed == 51) OutputPlane<1, 5>(from, row, taps, offset, activation, s, plane);
+      else if (fixed == 52) OutputPlane<2, 5>(from, row, taps, offset, activation, s, plane);
+      else if (sw == 1) OutputPlane<1>(from, row, taps, offset, activation, s, plane);
       else if (sw == 2) OutputPlane<2>(from, row, taps, offset, activation, s, plane);
       else OutputPlane<0>(from, row, taps, offset, activation, s, plane);
     }

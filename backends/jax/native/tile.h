@@ -165,12 +165,38 @@ inline void Finish(float* c, int64_t ldc, int rows, int64_t width, const Epilogu
   if (residual && !e.residual_first) AddResidual(c, residual, ldc, rows, width);
 }
 
+// What the last K block's tile of a full panel applies in registers before its one store: the row
+// bias, the residual (at the tile's offset, row stride ldc) and the activation, as Finish would
+// (a pass of its own per step there, which costs as much as the product where K is small: a 1x1
+// convolution of 16 channels)
+struct TileFinish {
+  const float* row_bias = nullptr;
+  const float* residual = nullptr;
+  bool residual_first = false;
+  int64_t activation = kNone;
+};
+
+// One row of a tile (two vectors) finished as `f` says, then stored at c
+inline void StoreFinished(float* c, Vec lo, Vec hi, const TileFinish& f, int r, int64_t ldc) {
+  if (f.row_bias) {
+    const Vec offset = _mm512_set1_ps(f.row_bias[r]);
+    lo = _mm512_add_ps(lo, offset), hi = _mm512_add_ps(hi, offset);
+  }
+  const float* residual = f.residual ? f.residual + r * ldc : nullptr;
+  if (residual && f.residual_first)
+    lo = _mm512_add_ps(lo, Load(residual)), hi = _mm512_add_ps(hi, Load(residual + kLanes));
+  lo = Activated(lo, f.activation), hi = Activated(hi, f.activation);
+  if (residual && !f.residual_first)
+    lo = _mm512_add_ps(lo, Load(residual)), hi = _mm512_add_ps(hi, Load(residual + kLanes));
+  Store(c, lo), Store(c + kLanes, hi);
+}
+
 // c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] * b[kc x NR], a packed k-major
-// (a[k * kRows + r], PackRows); meanwhile the first `ahead_rows` rows of `ahead` (a later panel
-// slice) are fetched into L2
+// (a[k * kRows + r], PackRows), finished in registers where `finish` is given; meanwhile the first
+// `ahead_rows` rows of `ahead` (a later panel slice) are fetched into L2
 template <int R>
 void Tile(int kc, const float* __restrict a, const float* __restrict b, float* __restrict c, int64_t ldc, bool first,
-          const float* bias, const float* ahead, int ahead_rows) {
+          const float* bias, const float* ahead, int ahead_rows, const TileFinish* finish) {
   Vec lo[R], hi[R];
   if (first) {
     const Vec b0 = bias ? Load(bias) : _mm512_setzero_ps(), b1 = bias ? Load(bias + kLanes) : _mm512_setzero_ps();
@@ -195,6 +221,10 @@ void Tile(int kc, const float* __restrict a, const float* __restrict b, float* _
     step(k);
   }
   for (; k < kc; ++k) step(k);
+  if (finish) {
+    for (int r = 0; r < R; ++r) StoreFinished(c + r * ldc, lo[r], hi[r], *finish, r, ldc);
+    return;
+  }
   for (int r = 0; r < R; ++r) Store(c + r * ldc, lo[r]), Store(c + r * ldc + kLanes, hi[r]);
 }
 
@@ -221,7 +251,8 @@ inline void PackRows(const float* a, int64_t lda, int64_t i0, int rows, int64_t 
     for (int k = 0; k < kc; ++k) out[k * kRows + r] = a[(i0 + r) * lda + k0 + k];
 }
 
-using TileFn = void (*)(int, const float*, const float*, float*, int64_t, bool, const float*, const float*, int);
+using TileFn = void (*)(int, const float*, const float*, float*, int64_t, bool, const float*, const float*, int,
+                       const TileFinish*);
 
 template <int... Rs>
 constexpr std::array<TileFn, sizeof...(Rs)> MakeTiles(std::integer_sequence<int, Rs...>) {
@@ -233,8 +264,8 @@ inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
 // One tile of c: rows [i0, i0 + rows) x panel p, K block [k0, k0 + kc), from that block of the
 // rows packed (PackRows) and of the panel (`b`: [kc][NR]); a ragged last panel goes through a
-// full-width scratch tile. The first K block starts from the bias; the last one's store finishes
-// the epilogue.
+// full-width scratch tile. The first K block starts from the bias; the last one finishes the
+// epilogue in registers (a ragged panel: on the stored columns, Finish).
 inline void PanelTile(int64_t n, int64_t k, const float* packed, const float* b, const Epilogue& e,
                       float* c, int64_t ldc, int64_t p, int64_t k0, int kc, int64_t i0, int rows,
                       const float* ahead = nullptr, int ahead_rows = 0) {
@@ -245,8 +276,8 @@ inline void PanelTile(int64_t n, int64_t k, const float* packed, const float* b,
   const float* panel_residual = e.residual ? e.residual + i0 * ldc + n0 : nullptr;
   const float* tile_bias = e.row_bias ? e.row_bias + i0 : nullptr;
   if (width == kPanel) {
-    kTiles[rows - 1](kc, packed, b, cr, ldc, k0 == 0, panel_bias, ahead, ahead_rows);
-    if (last) Finish(cr, ldc, rows, kPanel, e, panel_residual, tile_bias);
+    const TileFinish finish{tile_bias, panel_residual, e.residual_first, e.activation};
+    kTiles[rows - 1](kc, packed, b, cr, ldc, k0 == 0, panel_bias, ahead, ahead_rows, last ? &finish : nullptr);
     return;
   }
   alignas(64) float scratch[kRows * kPanel];
@@ -254,7 +285,8 @@ inline void PanelTile(int64_t n, int64_t k, const float* packed, const float* b,
   if (panel_bias) std::memcpy(bias_pad, panel_bias, width * sizeof(float));
   if (k0 != 0)
     for (int r = 0; r < rows; ++r) std::memcpy(scratch + r * kPanel, cr + r * ldc, width * sizeof(float));
-  kTiles[rows - 1](kc, packed, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr, ahead, ahead_rows);
+  kTiles[rows - 1](kc, packed, b, scratch, kPanel, k0 == 0, panel_bias ? bias_pad : nullptr, ahead, ahead_rows,
+                   nullptr);
   for (int r = 0; r < rows; ++r) std::memcpy(cr + r * ldc, scratch + r * kPanel, width * sizeof(float));
   if (last) Finish(cr, ldc, rows, width, e, panel_residual, tile_bias);
 }
