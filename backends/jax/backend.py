@@ -23,10 +23,11 @@ from .export import (EXPORT_PLATFORMS, RUNTIME_PLATFORMS, check_bounds, export_f
 from .interpreter import LoweringOptions, build_function
 from .native import unavailable_reason
 from .precision import with_matmul_precision
-from .runtime import JitRunner
+from .runtime import JitRunner, run_cpu_programs_inline
 from .sharding import make_placement
 
 enable_persistent_cache()
+run_cpu_programs_inline()
 
 
 class JaxCompiledModel(CompiledModel):
