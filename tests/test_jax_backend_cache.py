@@ -86,3 +86,24 @@ def test_kiln_run_of_a_static_artifact_finds_what_kiln_compile_cached(tmp_path):
     assert compiled["code"] == 0 and compiled["misses"] >= 1
     ran = _run(tmp_path, CLI, ("run", str(out), "--inputs", str(data)), KILN_CACHE_DIR=cache)
     assert ran["code"] == 0 and ran["misses"] == 0 and ran["hits"] >= 1
+
+
+def test_entries_an_unbounded_cache_wrote_do_not_block_new_ones(tmp_path):
+    """A cache folder first filled without JAX's LRU (no filelock, or KILN_CACHE_MAX_BYTES=-1) has
+    entries without -atime files; the LRU's eviction scan used to fail on them at every write."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "jit_function-0123456789abcdef-cache").write_bytes(b"an entry written without an access time")
+    unbounded = _run(tmp_path, KILN_CACHE_DIR=str(cache), KILN_CACHE_MAX_BYTES="-1")
+    assert unbounded["hits"] == 0
+    written = [name for name in os.listdir(cache) if name.endswith("-cache")]
+    assert len(written) >= 2 and not any(name.endswith("-atime") for name in os.listdir(cache))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_") or k == "KILN_VERIFY"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT.replace("np.ones((3, 8)", "np.ones((5, 8)"), os.path.join(REPO, "tests")],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+                          env=dict(env, PYTHONPATH=REPO, KILN_CACHE_DIR=str(cache)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Error writing persistent compilation cache" not in done.stderr
+    names = os.listdir(cache)
+    assert len([name for name in names if name.endswith("-cache")]) > len(written)  # the new model's executable
+    assert all(name[: -len("-cache")] + "-atime" in names for name in names if name.endswith("-cache"))
