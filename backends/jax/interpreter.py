@@ -30,7 +30,7 @@ PARAM_MIN_SIZE = 2  # float initializers at least this big are function argument
 # float inputs that determine output shapes, so they must be known while tracing
 SHAPE_LIKE_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1), ("Range", 0), ("Range", 1), ("Range", 2)})
 PANEL_SUFFIX = "::panels"  # the param holding a shared weight's packed copy
-PANEL_MIN_ELEMENTS = 1 << 14  # smaller product weights stay XLA dots, which fuse with their neighbours
+PANEL_MIN_ELEMENTS = 1 << 11  # smaller product weights stay XLA dots, which fuse with their neighbours
 STATIC_MAX_ELEMENTS = 1 << 16  # larger all-static results are computed by XLA, not at trace time
 # ops whose output shape depends on input values: a graph holding one runs eagerly (op by op, no jit)
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "ImageDecoder"})

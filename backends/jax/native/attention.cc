@@ -126,7 +126,8 @@ ffi::Error Run(Problem& pr, ffi::Buffer<ffi::F32>& bias, ffi::ThreadPool& pool) 
   pr.bias_b = strides[0], pr.bias_h = strides[1], pr.bias_q = strides[2], pr.bias_k = strides[3];
   if (pr.kv_len <= 0 || pr.depth <= 0) return ffi::Error::InvalidArgument("kiln_attention: empty keys");
   if (pr.q_len == 0 || pr.v_depth == 0 || pr.batch == 0) return ffi::Error::Success();
-  ParallelFor(pool, pr.batch * pr.q_heads, [&pr](int64_t item) { AttendHead(pr, item / pr.q_heads, item % pr.q_heads); });
+  const int64_t work = 2 * pr.batch * pr.q_heads * pr.q_len * pr.kv_len * (pr.depth + pr.v_depth);
+  ParallelFor(pool, pr.batch * pr.q_heads, work, [&pr](int64_t item) { AttendHead(pr, item / pr.q_heads, item % pr.q_heads); });
   return ffi::Error::Success();
 }
 

@@ -42,6 +42,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
     return ffi::Error::Success();
   }
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());  // one range each
+  const int64_t work = 2 * m * n * k + 4 * n * k;  // a weight streamed from memory is work even at m = 1
   const float* a = x.typed_data();
   const float* b = panels.typed_data();
   float* c = y->typed_data();
@@ -49,7 +50,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   if (m >= 2 * panel_count * kPanel) {  // the rows outweigh the weight: L2-sized row chunks, claimed one at a time
     const int64_t tiles_per_thread = ((m + kRows - 1) / kRows + threads - 1) / threads;
     const int64_t chunk = std::min(RowChunk(k), tiles_per_thread * kRows);
-    ParallelFor(pool, (m + chunk - 1) / chunk, [=](int64_t i) {
+    ParallelFor(pool, (m + chunk - 1) / chunk, work, [=](int64_t i) {
       PanelProduct(n, k, a, k, b, e, c, n, 0, panel_count, i * chunk, std::min(m, (i + 1) * chunk));
     });
     return ffi::Error::Success();
@@ -62,7 +63,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   const int64_t panel_ranges = (panel_count + panels_per_chunk - 1) / panels_per_chunk;
   const int64_t row_ranges = (m + rows_per_chunk - 1) / rows_per_chunk;
   if (row_ranges > 1 || panel_ranges == 1) {
-    ParallelFor(pool, panel_ranges * row_ranges, [=](int64_t i) {
+    ParallelFor(pool, panel_ranges * row_ranges, work, [=](int64_t i) {
       const int64_t p0 = (i % panel_ranges) * panels_per_chunk, r0 = (i / panel_ranges) * rows_per_chunk;
       PanelProduct(n, k, a, k, b, e, c, n, p0, std::min(panel_count, p0 + panels_per_chunk), r0,
                    std::min(m, r0 + rows_per_chunk));
@@ -76,7 +77,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   for (int64_t i = 0; i < panel_ranges; ++i)
     queues[i].Reset(std::min(groups, i * groups_per_range), std::min(groups, (i + 1) * groups_per_range));
   GroupQueue* shares = queues.get();
-  ParallelFor(pool, panel_ranges, [=](int64_t i) {
+  ParallelFor(pool, panel_ranges, work, [=](int64_t i) {
     PanelGroups(n, k, a, k, b, e, c, n, panel_count, 0, m, [=]() -> int64_t {
       int64_t group;
       if (shares[i].TakeFront(&group)) return group * kGroup;
