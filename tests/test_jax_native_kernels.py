@@ -118,6 +118,36 @@ def test_attention_masks_including_fully_masked_rows(mask_kind):
 
 
 @needs_kernels
+@pytest.mark.parametrize("mask_kind, target", [("bool", "constant"), ("float", "constant"), ("float", "concat")])
+def test_attention_reads_a_mask_before_its_expand(mask_kind, target):
+    """A [B, 1, 1, S] mask that the graph expands over the queries reaches the kernel unexpanded (it
+    broadcasts the bias by zero strides); the Expand's shape comes as a constant or, as torch's
+    exporter writes it, as Concat(Shape(mask)[-1:], [1])."""
+    length = 50 if target == "concat" else 17
+    keys = RNG.random((2, 1, 1, 50)) > 0.3
+    keys[1] = False  # every key masked for the second item: its rows come out zero
+    mask = keys if mask_kind == "bool" else np.where(keys, 0.0, -1e9).astype(np.float32)
+    model, feeds = _attention_case(True, 2, length, 50, 2, 2, 16, 16, mask=mask)
+    attention = model.graph.node[0]
+    attention.input[3] = "m_expanded"
+    if target == "constant":
+        model.graph.initializer.append(numpy_helper.from_array(np.array([2, 1, length, 50], np.int64), "target"))
+        expands = [helper.make_node("Expand", ["m", "target"], ["m_expanded"])]
+    else:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+        expands = [helper.make_node("Shape", ["m"], ["last"], start=-1),
+                   helper.make_node("Concat", ["last", "one"], ["target"], axis=0),
+                   helper.make_node("Expand", ["m", "target"], ["m_expanded"])]
+    model.graph.node.insert(0, expands[-1])
+    for node in reversed(expands[:-1]):
+        model.graph.node.insert(0, node)
+    compiled = _check(model, feeds)
+    lowered = compiled.runner.lower([feeds[name] for name in compiled.input_names]).as_text()
+    assert _custom_call_targets(compiled, feeds) == ["kiln_attention"]
+    assert f"2x1x{length}x50x" not in lowered and "2x1x1x50xf32" in lowered
+
+
+@needs_kernels
 def test_attention_with_its_scores_requested_stays_in_xla():
     model, feeds = _attention_case(False, 1, 4, 6, 2, 2, 8, 8, qk_matmul_output_mode=1)
     model.graph.node[0].output.extend(["", "", "scores"])

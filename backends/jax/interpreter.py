@@ -18,7 +18,7 @@ from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
 from .conv_gemm import ConvKernel, depth_block, pack_conv_kernel, row_tile
 from .native_rewrites import (fuse_attention_views, fuse_conv_epilogue, fuse_depthwise_epilogue, fuse_gelu_epilogue,
-                              fuse_matmul_bias, fuse_residual_epilogue, fuse_transposed_weights)
+                              fuse_matmul_bias, fuse_residual_epilogue, fuse_transposed_weights, read_masks_unexpanded)
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
@@ -276,6 +276,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
         options = replace(options, native_kernels=False)
     if options.native_kernels:
         fuse_attention_views(prepared)
+        read_masks_unexpanded(prepared)
         fuse_matmul_bias(prepared)
         fuse_gelu_epilogue(prepared)
         fuse_residual_epilogue(prepared)

@@ -63,6 +63,42 @@ def fuse_attention_views(graph: Graph) -> int:
     return absorbed
 
 
+def read_masks_unexpanded(graph: Graph) -> int:
+    """Attention masks read before an Expand that spreads them over heads or queries: the kernel
+    broadcasts its bias through zero strides, so a [B, 1, 1, S] mask stays 4 bytes a key instead of
+    becoming [B, 1, S, S] on every call. Only where the Expand keeps the key axis (a shorter mask
+    is padded, not broadcast). Returns how many masks were rewired."""
+    rewired = 0
+    for node in list(graph.nodes):
+        if node.op_type not in ("Attention", VIEW_ATTENTION) or len(node.inputs) < 4 or node.inputs[3] is None:
+            continue
+        expand = node.inputs[3].producer
+        if expand is None or expand.op_type != "Expand" or expand.domain not in ("", "ai.onnx"):
+            continue
+        mask, expanded = expand.inputs[0], expand.outputs[0]
+        if mask.shape is None or expanded.shape is None or len(mask.shape) > 4 or mask.dtype != expanded.dtype:
+            continue
+        if not mask.shape or not _keeps_last_axis(mask, expand):
+            continue
+        node.replace_input_with(3, mask)
+        if not expanded.uses and not expanded.is_graph_output():
+            graph.remove_node(expand)
+        rewired += 1
+    return rewired
+
+
+def _keeps_last_axis(mask: Value, expand: Node) -> bool:
+    """Whether Expand(mask, target) leaves the mask's last axis as it is: the output's last dim is
+    provably the mask's, or the target ends in 1 (a constant, or a Concat ending in one)."""
+    if mask.shape[-1] is not None and mask.shape[-1] == expand.outputs[0].shape[-1]:
+        return True
+    target = expand.inputs[1]
+    while target is not None and target.producer is not None and target.producer.op_type == "Concat":
+        target = target.producer.inputs[-1]
+    last = _constant(target)
+    return last is not None and last.size > 0 and int(last.reshape(-1)[-1]) == 1
+
+
 def fuse_matmul_bias(graph: Graph) -> int:
     """MatMul(x, W) -> Add(., b), W and b constants and b one row of N values, becomes
     MatMulBias(x, W, b), so the panel kernel adds the bias as it stores the product instead of XLA

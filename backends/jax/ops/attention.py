@@ -4,6 +4,8 @@ softmax_precision and the qk_matmul_output modes. Contractions go through precis
 
 from __future__ import annotations
 
+import functools
+
 import json
 from typing import Any
 
@@ -72,23 +74,25 @@ def _window_allowed(left: int, right: int):
 
 def attention_bias(q_len: int, kv_len: int, batch: int, dtype: Any, mask: Any, is_causal: int, offset: Any,
                    nonpad_kv_seqlen: Any, left: int, right: int) -> Any:
-    """The additive bias of ONNX Attention: mask (padded to kv_len) + causal + window + padding."""
-    bias = jnp.zeros((q_len, kv_len), dtype)
+    """The additive bias of ONNX Attention: mask (padded to kv_len) + causal + window + padding, in
+    the shape its terms broadcast to, so a [B, 1, 1, kv_len] mask alone is not spread over the
+    queries ([1, kv_len] zeros where there is no term)."""
+    terms = []
     if mask is not None:
         mask = jnp.asarray(mask)
         missing = kv_len - mask.shape[-1]
         if missing > 0:
             fill = False if mask.dtype == jnp.bool_ else -jnp.inf
             mask = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, missing)], constant_values=fill)
-        bias = bias + _additive(mask, dtype)
+        terms.append(_additive(mask, dtype))
     if is_causal:
-        bias = bias + _frontier_bias(q_len, kv_len, offset, lambda diff: diff >= 0, dtype)
+        terms.append(_frontier_bias(q_len, kv_len, offset, lambda diff: diff >= 0, dtype))
     if left >= 0 or right >= 0:
-        bias = bias + _frontier_bias(q_len, kv_len, offset, _window_allowed(left, right), dtype)
+        terms.append(_frontier_bias(q_len, kv_len, offset, _window_allowed(left, right), dtype))
     if nonpad_kv_seqlen is not None:
         valid = jnp.arange(kv_len)[None, :] < jnp.asarray(nonpad_kv_seqlen).reshape(-1, 1)
-        bias = bias + jnp.where(valid, jnp.zeros((), dtype), jnp.full((), -jnp.inf, dtype)).reshape(batch, 1, 1, kv_len)
-    return bias
+        terms.append(jnp.where(valid, jnp.zeros((), dtype), jnp.full((), -jnp.inf, dtype)).reshape(batch, 1, 1, kv_len))
+    return functools.reduce(jnp.add, terms) if terms else jnp.zeros((1, kv_len), dtype)
 
 
 @lowering("Attention", since=23)
