@@ -178,6 +178,22 @@ def test_pooling_matches_onnxruntime(op, attrs, shape):
     _check(model, {"X": x})
 
 
+@pytest.mark.parametrize("op, attrs, reduce_windows", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 0),
+    ("MaxPool", {"kernel_shape": [3, 3], "dilations": [2, 1], "pads": [2, 1, 2, 1], "ceil_mode": 1, "strides": [2, 2]}, 0),
+    ("AveragePool", {"kernel_shape": [5, 3], "strides": [1, 2], "pads": [2, 1, 2, 1]}, 1),  # the count stays one
+    ("MaxPool", {"kernel_shape": [17, 1]}, 1),  # too wide for slices
+])
+def test_cpu_pooling_runs_as_one_axis_reductions_of_slices(op, attrs, reduce_windows):
+    """On the CPU a pooling window is reduced one spatial axis at a time over strided slices (XLA's
+    reduce_window runs several times slower there); windows over 16 taps keep reduce_window."""
+    x = _randn(2, 3, 19, 12)
+    model = _model([helper.make_node(op, ["X"], ["Y"], **attrs)], {"X": x}, [("Y", TensorProto.FLOAT)])
+    _check(model, {"X": x})
+    lowered = compiler.compile(model, backend="cpu", opt_level=0).runner.lower([x]).as_text()
+    assert lowered.count("stablehlo.reduce_window") == reduce_windows
+
+
 @pytest.mark.parametrize("storage_order", [0, 1])
 def test_maxpool_indices_and_maxunpool(storage_order):
     x = _randn(2, 3, 6, 5)
