@@ -3,6 +3,7 @@ register themselves, the compiler never imports them directly."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,6 +16,36 @@ import numpy as np
 from .errors import ModelLoadError, OptionError, OutputError
 from .ir import Graph, TensorType
 from .pass_infra import PassContext
+
+
+@dataclass(frozen=True)
+class _InputSpec:
+    """One runtime input: its name, whether it is a tensor (else a sequence or optional), the dtype
+    it must have, its dims (ints fixed, None free) and the declared shape for messages."""
+
+    name: str
+    tensor: bool
+    dtype: Any  # a numpy dtype or scalar type, None where unchecked
+    dims: tuple[int | None, ...] | None
+    declared: Any
+
+    def bind(self, value: Any) -> Any:
+        if not self.tensor:
+            return _sequence_or_optional(value)  # a list of arrays, or None
+        array = np.asarray(value)
+        if self.dtype is None or array.dtype == object:
+            return array
+        if array.dtype != self.dtype:
+            if not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
+                raise OptionError(f"input {self.name!r} must be {self.dtype}, got {array.dtype}")
+            array = array.astype(self.dtype)
+        if self.dims is not None:
+            if len(self.dims) != array.ndim:
+                raise OptionError(f"input {self.name!r} must have rank {len(self.dims)} {self.declared!r}, got shape {array.shape}")
+            for axis, (want, got) in enumerate(zip(self.dims, array.shape)):
+                if want is not None and want != got:
+                    raise OptionError(f"input {self.name!r} dim {axis} must be {want}, got {got} (shape {array.shape})")
+        return array
 
 
 class CompiledModel:
@@ -36,12 +67,25 @@ class CompiledModel:
     def output_names(self) -> list[str]:
         return [v.name for v in self.graph.outputs]
 
+    @functools.cached_property
+    def _input_specs(self) -> tuple["_InputSpec", ...]:
+        """What each runtime input must be, read off the graph once (binding runs on every call)."""
+        specs = []
+        for value in (v for v in self.graph.inputs if v.const_value is None):
+            tensor = isinstance(value.type, TensorType) or value.type is None
+            dtype = value.type.dtype.numpy if isinstance(value.type, TensorType) and value.type.dtype else None
+            shape = value.type.shape if isinstance(value.type, TensorType) else None
+            dims = None if shape is None else tuple(d if isinstance(d, int) else None for d in shape)
+            specs.append(_InputSpec(value.name, tensor, dtype, dims, shape))
+        return tuple(specs)
+
     def bind_inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[np.ndarray]:
         """Positional and/or by-name inputs -> one array per graph input, checked for count, dtype
         and rank (one clear error per mistake)."""
-        names = self.input_names
-        if len(args) > len(names):
-            raise OptionError(f"model takes {len(names)} inputs ({', '.join(names)}), got {len(args)}")
+        specs = self._input_specs
+        names = [spec.name for spec in specs]
+        if len(args) > len(specs):
+            raise OptionError(f"model takes {len(specs)} inputs ({', '.join(names)}), got {len(args)}")
         bound: dict[str, Any] = dict(zip(names, args))
         for key, value in kwargs.items():
             if key not in names:
@@ -49,31 +93,9 @@ class CompiledModel:
             if key in bound:
                 raise OptionError(f"input {key!r} given twice")
             bound[key] = value
-        missing = [n for n in names if n not in bound]
-        if missing:
-            raise OptionError(f"missing model input(s): {', '.join(missing)}")
-        arrays = []
-        for value in (v for v in self.graph.inputs if v.const_value is None):
-            if not isinstance(value.type, TensorType) and value.type is not None:
-                arrays.append(_sequence_or_optional(bound[value.name]))  # a list of arrays, or None
-                continue
-            array = np.asarray(bound[value.name])
-            if isinstance(value.type, TensorType) and value.type.dtype and array.dtype != object:
-                expected = value.type.dtype.numpy
-                if array.dtype != expected:
-                    if np.can_cast(array.dtype, expected, casting="same_kind"):
-                        array = array.astype(expected)
-                    else:
-                        raise OptionError(f"input {value.name!r} must be {expected}, got {array.dtype}")
-                shape = value.type.shape
-                if shape is not None and len(shape) != array.ndim:
-                    raise OptionError(f"input {value.name!r} must have rank {len(shape)} {shape!r}, got shape {array.shape}")
-                if shape is not None:
-                    for axis, (want, got) in enumerate(zip(shape, array.shape)):
-                        if isinstance(want, int) and want != got:
-                            raise OptionError(f"input {value.name!r} dim {axis} must be {want}, got {got} (shape {array.shape})")
-            arrays.append(array)
-        return arrays
+        if len(bound) != len(specs):
+            raise OptionError(f"missing model input(s): {', '.join(n for n in names if n not in bound)}")
+        return [spec.bind(bound[spec.name]) for spec in specs]
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         raise NotImplementedError

@@ -160,3 +160,23 @@ def test_api_raises_typed_errors(tmp_path) -> None:
         compiler.load(path)
     with pytest.raises(ModelLoadError, match="expected a model path or onnx.ModelProto"):
         compiler.load(42)
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((np.zeros((2, 4), np.float32), np.zeros(3, np.float32)), {}, r"model takes 1 inputs \(x\), got 2"),
+    ((), {"y": np.zeros((2, 4), np.float32)}, r"model has no input named 'y'"),
+    ((np.zeros((2, 4), np.float32),), {"x": np.zeros((2, 4), np.float32)}, r"input 'x' given twice"),
+    ((), {}, r"missing model input\(s\): x"),
+    ((np.zeros((2, 4), np.complex64),), {}, r"input 'x' must be float32, got complex64"),
+    ((np.zeros(4, np.float32),), {}, r"input 'x' must have rank 2 .*, got shape \(4,\)"),
+    ((np.zeros((2, 5), np.float32),), {}, r"input 'x' dim 1 must be 4, got 5 \(shape \(2, 5\)\)"),
+])
+def test_calling_a_compiled_model_with_wrong_inputs_names_the_mistake(args, kwargs, message) -> None:
+    import compiler
+    from compiler.errors import OptionError
+
+    model = compiler.compile(_valid_model(), backend="cpu", opt_level=0)
+    with pytest.raises(OptionError, match=message):
+        model(*args, **kwargs)
+    doubles = np.arange(8, dtype=np.float64).reshape(2, 4) - 4  # a same-kind dtype is cast, not refused
+    np.testing.assert_array_equal(model(doubles)[0], -np.maximum(doubles, 0).astype(np.float32))
