@@ -10,7 +10,8 @@ from onnx import helper
 
 import compiler
 import jax
-from backends.jax.conv_gemm import ConvKernel, pack_conv_kernel
+from backends.jax import conv_gemm
+from backends.jax.conv_gemm import COLUMNS, ROWS, ConvKernel, pack_conv_columns, pack_conv_kernel
 from backends.jax.interpreter import LoweringOptions, build_function
 from backends.jax.native_rewrites import CONV_GEMM, NATIVE_DOMAIN, fuse_conv_epilogue
 from jax_backend_support import onnxruntime_outputs
@@ -40,16 +41,47 @@ def _conv_nodes(attrs: dict, bias: bool = True, then: tuple = ()) -> list:
     return nodes
 
 
+TARGETS = {ROWS: "kiln_conv_gemm", COLUMNS: "kiln_conv_columns"}
+
+
+def _force_layout(monkeypatch, layout: str) -> None:
+    """Every ConvGemm kernel packed in `layout` (the columns form otherwise goes to small images only)."""
+    monkeypatch.setattr(conv_gemm, "COLUMNS_MIN_IDLE_LANES", 0.0 if layout == COLUMNS else 2.0)
+    monkeypatch.setattr(conv_gemm, "COLUMNS_MIN_IDLE_DEPTH", 0.0)
+
+
 @needs_kernels
 @pytest.mark.parametrize("x_shape, w_shape, attrs", GEOMETRIES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_convolution_runs_on_the_kernel(x_shape, w_shape, attrs, bias):
+@pytest.mark.parametrize("layout", [ROWS, COLUMNS])
+def test_convolution_runs_on_the_kernel(x_shape, w_shape, attrs, bias, layout, monkeypatch):
+    _force_layout(monkeypatch, layout)
     feeds = {"X": floats(*x_shape)}
     weights = {"W": floats(*w_shape, scale=0.2), "B": floats(w_shape[0])}
     model = onnx_model(_conv_nodes(attrs, bias), feeds, ["Y"], weights if bias else {"W": weights["W"]})
     compiled = check_against_onnxruntime(model, feeds)
-    assert custom_call_targets(compiled, feeds) == ["kiln_conv_gemm"]
+    assert custom_call_targets(compiled, feeds) == [TARGETS[layout]]
     assert "convolution(" not in compiled_hlo(compiled, feeds)
+
+
+@needs_kernels
+@pytest.mark.parametrize("size, kernel, layout", [(7, 3, COLUMNS), (14, 3, COLUMNS), (10, 3, COLUMNS), (28, 3, ROWS),
+                                                  (8, 3, ROWS), (56, 3, ROWS), (14, 1, ROWS)])
+def test_small_images_take_the_columns_form(size, kernel, layout):
+    """Images whose last 32-pixel patch panel would idle a sixteenth of the lanes or more (7 x 7:
+    49 pixels in 64 lanes), where the idle share times the depth K is large enough to pay for the
+    transpose, run pixels as rows against column panels of the kernel, with a ResNet block's
+    residual and Relu applied as the product is transposed into NCHW (a 1x1 of K = 96 stays rows)."""
+    feeds = {"X": floats(2, 96, size, size), "R": floats(2, 70, size, size)}
+    pad = kernel // 2
+    nodes = _conv_nodes({"pads": [pad] * 4}, then=(("Add", "R"), ("Relu",)))
+    weights = {"W": floats(70, 96, kernel, kernel, scale=0.1), "B": floats(70)}
+    compiled = check_against_onnxruntime(onnx_model(nodes, feeds, ["Y"], weights), feeds)
+    assert custom_call_targets(compiled, feeds) == [TARGETS[layout]]
+    depth = 96 * kernel * kernel
+    assert compiled.runner.host_params["W"].shape == ((3, depth, 32) if layout == COLUMNS else (6, depth, 12))
+    program = compiled_hlo(compiled, feeds)
+    assert " add(" not in program and " maximum(" not in program
 
 
 @needs_kernels
@@ -64,7 +96,7 @@ def test_resnet_block_add_and_relu_are_the_kernels_epilogue():
                "B2": floats(48), "W3": floats(48, 32, 1, 1, scale=0.2)}
     compiled = check_against_onnxruntime(onnx_model(nodes, feeds, ["Y"], weights), feeds)
     assert custom_call_targets(compiled, feeds) == ["kiln_conv_gemm"] * 3
-    assert compiled.native_convolutions == 3 and "3 convolution kernels in row tiles" in compiled.describe()
+    assert compiled.native_convolutions == 3 and "3 convolution kernels packed" in compiled.describe()
     program = compiled_hlo(compiled, feeds)
     assert " add(" not in program and " maximum(" not in program
 
@@ -103,18 +135,25 @@ def test_packed_kernel_unpacks_to_the_onnx_kernel():
     block = packed.reshape(-1)[:4 * 32 * 4].reshape(4, 32, 4)  # first K block: [tile][k][row]
     np.testing.assert_array_equal(block[1, 5], kernel.reshape(14, 81)[4:8, 5])
     np.testing.assert_array_equal(np.asarray(ConvKernel(packed, kernel.shape, 32).dense()), kernel)
+    columns = pack_conv_columns(kernel, 8)  # W^T [81, 14] in panels of 8 columns, the last 6 wide
+    assert columns.shape == (2, 81, 8) and not columns[1, :, 6:].any()
+    np.testing.assert_array_equal(columns[1, 5, :6], kernel.reshape(14, 81)[8:, 5])
+    np.testing.assert_array_equal(np.asarray(ConvKernel(columns, kernel.shape, 0, COLUMNS).dense()), kernel)
 
 
 @needs_kernels
-def test_traced_without_a_concrete_image_size_the_kernel_is_unpacked_for_xla():
+@pytest.mark.parametrize("layout", [ROWS, COLUMNS])
+def test_traced_without_a_concrete_image_size_the_kernel_is_unpacked_for_xla(layout, monkeypatch):
     """ConvGemm where H and W are symbolic (a trace for export): XLA's convolution of the unpacked
     kernel, and the bias, residual and Relu as ops; grouped convolutions are never rewritten."""
+    _force_layout(monkeypatch, layout)
     feeds = {"X": floats(1, 8, 9, 9), "R": floats(1, 6, 9, 9)}
     nodes = [helper.make_node("Conv", ["X", "W", "B"], ["C"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["C", "R"], ["S"]),
              helper.make_node("Relu", ["S"], ["A"]), helper.make_node("Conv", ["A", "G"], ["Y"], group=2, pads=[1, 1, 1, 1])]
     model = onnx_model(nodes, feeds, ["Y"], {"W": floats(6, 8, 3, 3), "B": floats(6), "G": floats(4, 3, 3, 3)})
     function, params = build_function(compiler.load(model), LoweringOptions(platform="cpu", native_kernels=True))
-    assert params["W"].shape == (1, 72, 12)  # packed: one tile of 12 rows (6 used), K = 8 * 3 * 3
+    # packed: one tile of 12 rows (6 used), or one panel of 32 columns, K = 8 * 3 * 3
+    assert params["W"].shape == ((1, 72, 12) if layout == ROWS else (1, 72, 32))
     height, width = jax.export.symbolic_shape("h, w")
     specs = [jax.ShapeDtypeStruct((1, 8, height, width), np.float32), jax.ShapeDtypeStruct((1, 6, height, width), np.float32)]
     exported = jax.export.export(jax.jit(function))(params, *specs)

@@ -277,7 +277,7 @@ def test_bf16_artifacts_and_turned_off_runs_keep_xla_ops(tmp_path):
     bf16 = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16")
     assert bf16.native_products is None and _custom_call_targets(bf16, feeds) == []
     on = compiler.compile(model, backend="cpu", opt_level=0)
-    assert "native CPU kernels (1 weight products in panels, 0 convolution kernels in row tiles" in on.describe()
+    assert "native CPU kernels (1 weight products in panels, 0 convolution kernels packed" in on.describe()
     assert on._xla_form is None  # running in process never builds the XLA-only lowering (a second weight copy)
     exported = on.export().mlir_module()
     assert "kiln_" not in exported  # the saved artifact stays portable StableHLO

@@ -1,6 +1,8 @@
 """fp32 2-D convolutions on the native kernel in native/conv_gemm.cc through jax.ffi (CPU only,
 in-process runs, like panel_matmul.py): the kernel matrix packed once into row tiles, the image's
-patches packed by the kernel as it goes, input, output and residual all NCHW.
+patches packed by the kernel as it goes, input, output and residual all NCHW. Where an image has few
+output pixels (7 x 7, 14 x 14), whose 32-pixel patch panels would leave lanes idle, the kernel matrix
+is packed transposed as column panels instead and the pixels become the rows (the columns form).
 
 XLA:CPU runs a convolution through Eigen's im2col and GEMM with NCHW <-> NHWC layout copies around
 it, at 23-89 GFLOP/s on 2 threads on ResNet-50's layers where onnxruntime's reach 109-192; a ResNet block's
@@ -16,9 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import native
-from .panel_matmul import ACTIVATIONS
+from .panel_matmul import ACTIVATIONS, pack_panels
 
 TARGET = "kiln_conv_gemm"
+COLUMNS_TARGET = "kiln_conv_columns"
+ROWS, COLUMNS = "rows", "columns"  # ConvKernel layouts: row tiles of W, or column panels of W^T
+# the columns form where patch panels would idle at least this share of their lanes, and that share
+# times the depth K (the work the idle lanes waste, against the transpose the form adds) is at least
+# COLUMNS_MIN_IDLE_DEPTH: on ResNet-50's 14 x 14 layers 3x3 256 -> 256 (K 2304) ran 0.86x the time,
+# 1x1 256 -> 1024 (K 256) 1.21x
+COLUMNS_MIN_IDLE_LANES = 1 / 16
+COLUMNS_MIN_IDLE_DEPTH = 96
 
 
 def row_tile() -> int | None:
@@ -46,17 +56,38 @@ def pack_conv_kernel(kernel: np.ndarray, rows: int, depth: int) -> np.ndarray:
     return np.concatenate(blocks).reshape(tiles, k, rows)
 
 
+def pack_conv_columns(kernel: np.ndarray, width: int) -> np.ndarray:
+    """An OIHW float32 kernel as column panels of W^T [I*H*W, O]: [ceil(O / width), K, width]."""
+    return pack_panels(kernel.reshape(kernel.shape[0], -1).astype(np.float32).T, width)
+
+
+def prefers_columns(pixels: int | None, depth: int, width: int) -> bool:
+    """Whether images of `pixels` output pixels and a kernel of depth K = I*H*W run faster in the
+    columns form (see COLUMNS_MIN_IDLE_LANES): 49 pixels idle 23% of 64 lanes."""
+    if not pixels:
+        return False
+    lanes = -(-pixels // width) * width
+    idle = (lanes - pixels) / lanes
+    return idle >= COLUMNS_MIN_IDLE_LANES and idle * depth >= COLUMNS_MIN_IDLE_DEPTH
+
+
 @dataclass(frozen=True)
 class ConvKernel:
-    """A ConvGemm kernel as it reaches the traced function: the packed `tiles` argument, the ONNX
-    kernel shape (O, I, H, W) and the K block it was packed with."""
+    """A ConvGemm kernel as it reaches the traced function: the packed `tiles` argument (row tiles,
+    or column panels in the columns layout), the ONNX kernel shape (O, I, H, W) and the K block the
+    row tiles were packed with."""
 
     tiles: Any
     shape: tuple[int, int, int, int]
     depth: int
+    layout: str = ROWS
 
     def dense(self) -> Any:
         """The OIHW kernel unpacked (a copy on every call: only for convolutions the kernel cannot run)."""
+        if self.layout == COLUMNS:
+            count, k, width = self.tiles.shape
+            columns = jnp.transpose(self.tiles, (1, 0, 2)).reshape(k, count * width)[:, :self.shape[0]]
+            return jnp.transpose(columns).reshape(self.shape)
         count, k, rows = self.tiles.shape
         flat, blocks = jnp.reshape(self.tiles, (-1,)), []
         for k0 in range(0, k, self.depth):
@@ -92,4 +123,5 @@ def conv_gemm(x: Any, kernel: ConvKernel, bias: Any, residual: Any, activation: 
     residual = empty if residual is None else jnp.asarray(residual, jnp.float32)
     attrs = dict(kernel_h=kh, kernel_w=kw, stride_h=strides[0], stride_w=strides[1], pad_top=top, pad_left=left,
                  dilation_h=dilations[0], dilation_w=dilations[1], activation=ACTIVATIONS[activation])
-    return jax.ffi.ffi_call(TARGET, out)(x, kernel.tiles, bias, residual, **{k: np.int64(v) for k, v in attrs.items()})
+    target = COLUMNS_TARGET if kernel.layout == COLUMNS else TARGET
+    return jax.ffi.ffi_call(target, out)(x, kernel.tiles, bias, residual, **{k: np.int64(v) for k, v in attrs.items()})

@@ -16,14 +16,15 @@ from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
-from .conv_gemm import ConvKernel, depth_block, pack_conv_kernel, row_tile
+from .conv_gemm import (COLUMNS, ROWS, ConvKernel, depth_block, pack_conv_columns, pack_conv_kernel, prefers_columns,
+                        row_tile)
 from .native_rewrites import (fuse_attention_views, fuse_conv_epilogue, fuse_depthwise_epilogue, fuse_gelu_epilogue,
                               fuse_matmul_bias, fuse_residual_epilogue, fuse_transposed_weights, read_masks_unexpanded)
 from .panel_matmul import PanelWeight, pack_panels, panel_width
 from .precision import precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
-from .weight_layout import (conv_gemm_kernels, onnx_order, panel_weights, reads_panels, stored_params,
+from .weight_layout import (conv_gemm_kernels, conv_output_pixels, onnx_order, panel_weights, reads_panels, stored_params,
                             weight_layouts)
 
 PARAM_MIN_SIZE = 2  # float initializers at least this big are function arguments (weights)
@@ -292,7 +293,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     panels = _panel_weights(prepared, params, options)
     layouts = (weight_layouts(prepared, params, transpose_matmul_weights=transpose_matmul)
                if options.conv_weight_layout else {})
-    conv_kernels = _conv_kernels(prepared, params, options)
+    conv_kernels, conv_layouts = _conv_kernels(prepared, params, options)
     conv_shapes = {name: tuple(int(d) for d in params[name].shape) for name in conv_kernels}
     conv_depth = depth_block() if conv_kernels else 0
     layouts = {name: permutation for name, permutation in layouts.items()
@@ -317,7 +318,7 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
                 else:
                     env[id(value)] = PanelWeight(env[id(value)], columns)
             elif name in conv_shapes:
-                env[id(value)] = ConvKernel(env[id(value)], conv_shapes[name], conv_depth)
+                env[id(value)] = ConvKernel(env[id(value)], conv_shapes[name], conv_depth, conv_layouts[name])
         for value, array in zip(inputs, input_values):
             env[id(value)] = unwrap(array)
         outputs = Interpreter(options, opsets).run(prepared, env)
@@ -350,13 +351,22 @@ def _panel_weights(graph: Graph, params: dict[str, np.ndarray], options: Lowerin
     return packed
 
 
-def _conv_kernels(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions) -> dict[str, np.ndarray]:
-    """name -> packed row tiles, for the ConvGemm kernels the native CPU kernel runs (every size:
-    XLA's convolution is the alternative; none unless options.native_kernels)."""
+def _conv_kernels(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions
+                  ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(name -> packed kernel, name -> its layout), for the ConvGemm kernels the native CPU kernel
+    runs (every size: XLA's convolution is the alternative; none unless options.native_kernels):
+    row tiles, or column panels where the images have few output pixels (conv_gemm.prefers_columns)."""
     if not options.native_kernels:
-        return {}
-    rows, depth = row_tile(), depth_block()
-    return {name: pack_conv_kernel(params[name], rows, depth) for name in conv_gemm_kernels(graph, params)}
+        return {}, {}
+    rows, depth, width = row_tile(), depth_block(), panel_width()
+    packed, layouts = {}, {}
+    for name in conv_gemm_kernels(graph, params):
+        depth_k = int(np.prod(params[name].shape[1:]))
+        if prefers_columns(conv_output_pixels(graph, name), depth_k, width):
+            packed[name], layouts[name] = pack_conv_columns(params[name], width), COLUMNS
+        else:
+            packed[name], layouts[name] = pack_conv_kernel(params[name], rows, depth), ROWS
+    return packed, layouts
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,20 @@ def conv_gemm_kernels(graph: Graph, params: Mapping[str, np.ndarray]) -> list[st
     return chosen
 
 
+def conv_output_pixels(graph: Graph, name: str) -> int | None:
+    """Output pixels per image of the ConvGemm nodes reading kernel `name`: their common H x W
+    where every one's is known, else None."""
+    value = graph.initializers.get(name)
+    sizes = set()
+    for use in value.uses if value is not None else ():
+        shape = use.node.outputs[0].shape
+        spatial = list(shape[2:]) if shape is not None and len(shape) == 4 else None
+        if spatial is None or not all(isinstance(d, int) for d in spatial):
+            return None
+        sizes.add(spatial[0] * spatial[1])
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def reads_panels(node: Any, index: int) -> bool:
     """Whether input `index` of `node` is a product's right operand the panel kernel can read."""
     return _right_operand_orientation(node, index) is not None

@@ -31,6 +31,7 @@ LIBRARY_NAME = "kiln_kernels"
 # XLA FFI target -> the handler symbol the library exports
 TARGETS = {"kiln_panel_matmul": "KilnPanelMatmul", "kiln_panel_matmul_bias": "KilnPanelMatmulBias",
            "kiln_panel_matmul_residual": "KilnPanelMatmulResidual", "kiln_conv_gemm": "KilnConvGemm",
+           "kiln_conv_columns": "KilnConvColumns",
            "kiln_depthwise_conv": "KilnDepthwiseConv", "kiln_attention": "KilnAttention",
            "kiln_layer_norm": "KilnLayerNorm"}
 

@@ -106,23 +106,36 @@ void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, 
   }
 }
 
+// The checks both forms make, each failure naming `target`: NCHW ranks, the packed kernel
+// [ceil(O / width)][K][width] against the geometry, the activation, the bias and residual sizes.
+ffi::Error CheckOperands(const char* target, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& kernel,
+                         ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& residual, ffi::Result<ffi::Buffer<ffi::F32>>& y,
+                         int64_t width, int64_t activation, const ConvShape& s) {
+  const auto xd = x.dimensions(), kd = kernel.dimensions(), yd = y->dimensions();
+  const std::string name(target);
+  if (xd.size() != 4 || yd.size() != 4 || kd.size() != 3 || kd[2] != width || xd[0] != yd[0])
+    return ffi::Error::InvalidArgument(name + ": bad operand ranks");
+  if (!KnownActivation(activation)) return ffi::Error::InvalidArgument(name + ": unknown activation");
+  if (kd[1] != s.depth() || kd[0] != (yd[1] + width - 1) / width)
+    return ffi::Error::InvalidArgument(name + ": the packed kernel does not match the operands");
+  if (bias.element_count() != 0 && bias.element_count() != static_cast<size_t>(yd[1]))
+    return ffi::Error::InvalidArgument(name + ": bias length differs from the output channels");
+  if (residual.element_count() != 0 && residual.element_count() != y->element_count())
+    return ffi::Error::InvalidArgument(name + ": residual differs from the output in size");
+  return ffi::Error::Success();
+}
+
 ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles, ffi::Buffer<ffi::F32> bias,
                     ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
                     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
                     int64_t activation) {
-  const auto xd = x.dimensions(), wd = weight_tiles.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || yd.size() != 4 || wd.size() != 3 || wd[2] != kRows || xd[0] != yd[0])
-    return ffi::Error::InvalidArgument("kiln_conv_gemm: bad operand ranks");
-  if (!KnownActivation(activation))
-    return ffi::Error::InvalidArgument("kiln_conv_gemm: unknown activation");
-  const ConvShape s{xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
+  const ConvShape s{x.dimensions()[1], x.dimensions()[2], x.dimensions()[3], y->dimensions()[2], y->dimensions()[3],
+                    kh, kw, sh, sw, pt, pl, dh, dw};
+  if (ffi::Error error = CheckOperands("kiln_conv_gemm", x, weight_tiles, bias, residual, y, kRows, activation, s);
+      error.failure())
+    return error;
+  const auto wd = weight_tiles.dimensions(), yd = y->dimensions();
   const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();
-  if (wd[1] != k || wd[0] != (outputs + kRows - 1) / kRows)
-    return ffi::Error::InvalidArgument("kiln_conv_gemm: kernel tiles do not match the operands");
-  if (bias.element_count() != 0 && bias.element_count() != static_cast<size_t>(outputs))
-    return ffi::Error::InvalidArgument("kiln_conv_gemm: bias length differs from the output channels");
-  if (residual.element_count() != 0 && residual.element_count() != y->element_count())
-    return ffi::Error::InvalidArgument("kiln_conv_gemm: residual differs from the output in size");
   if (images == 0 || outputs == 0 || pixels == 0) return ffi::Error::Success();
   const float* image = x.typed_data();
   const float* tiles = weight_tiles.typed_data();
@@ -166,26 +179,107 @@ ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles,
   return ffi::Error::Success();
 }
 
+// The columns form, for images of few output pixels (7 x 7, 14 x 14): 32-pixel patch panels waste
+// the lanes past the last pixel there (49 pixels fill 64 lanes), so the roles turn: the pixels are
+// the rows, read 12 at a time straight out of the patch panels, and the output channels the panel
+// columns, W^T [K, O] packed as panel_matmul packs a weight ([PanelCount(O)][K][NR]). Each thread
+// takes a run of channel panels of one image, packs the image's patches K block by K block (both
+// threads pack them: a few percent of the product) and stores its product [pixels][channels] in
+// scratch, then transposes it into NCHW with the residual added and the activation applied.
+ffi::Error ConvColumns(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ffi::Buffer<ffi::F32> bias,
+                       ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
+                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                       int64_t activation) {
+  const ConvShape s{x.dimensions()[1], x.dimensions()[2], x.dimensions()[3], y->dimensions()[2], y->dimensions()[3],
+                    kh, kw, sh, sw, pt, pl, dh, dw};
+  if (ffi::Error error = CheckOperands("kiln_conv_columns", x, panels, bias, residual, y, kPanel, activation, s);
+      error.failure())
+    return error;
+  const auto pd = panels.dimensions(), yd = y->dimensions();
+  const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();
+  if (images == 0 || outputs == 0 || pixels == 0) return ffi::Error::Success();
+  const int64_t columns = pd[0], pixel_panels = PanelCount(pixels);
+  std::vector<float> padded_bias;  // Tile reads a whole panel's bias
+  if (bias.element_count()) {
+    padded_bias.assign(columns * kPanel, 0.0f);
+    std::copy(bias.typed_data(), bias.typed_data() + outputs, padded_bias.begin());
+  }
+  const float* column_bias = padded_bias.empty() ? nullptr : padded_bias.data();
+  const float *image = x.typed_data(), *weights = panels.typed_data();
+  const float* added = residual.element_count() ? residual.typed_data() : nullptr;
+  float* out = y->typed_data();
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t ranges = std::min(columns, std::max<int64_t>(1, (threads + images - 1) / images));
+  const int64_t per_range = (columns + ranges - 1) / ranges;
+  ParallelFor(pool, images * ranges, 2 * images * outputs * k * pixels, [=](int64_t item) {
+    const int64_t b = item / ranges, p0 = item % ranges * per_range, p1 = std::min(columns, p0 + per_range);
+    if (p0 >= p1) return;
+    const int64_t width = (p1 - p0) * kPanel;  // the scratch's row stride
+    static thread_local std::vector<float> packed, scratch;  // [pixel panel][kDepth][NR], [pixels][width]
+    if (packed.size() < static_cast<size_t>(pixel_panels * kDepth * kPanel)) packed.resize(pixel_panels * kDepth * kPanel);
+    if (scratch.size() < static_cast<size_t>(pixels * width)) scratch.resize(pixels * width);
+    const float* source = image + b * s.channels * s.height * s.width;
+    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
+      const int kc = static_cast<int>(std::min<int64_t>(kDepth, k - k0));
+      for (int64_t q = 0; q < pixel_panels; ++q)
+        PackPatches(source, s, q * kPanel, static_cast<int>(std::min<int64_t>(kPanel, pixels - q * kPanel)), k0, k0 + kc,
+                    packed.data() + q * kDepth * kPanel);
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* block = weights + (p * k + k0) * kPanel;
+        const float* panel_bias = k0 == 0 && column_bias ? column_bias + p * kPanel : nullptr;
+        for (int64_t i0 = 0, rows; i0 < pixels; i0 += rows) {  // 12 pixels at a time, within their patch panel
+          rows = std::min<int64_t>(kRows, std::min(pixels, (i0 / kPanel + 1) * kPanel) - i0);
+          const float* a = packed.data() + (i0 / kPanel) * kDepth * kPanel + i0 % kPanel;
+          kPanelRowTiles[rows - 1](kc, a, block, scratch.data() + i0 * width + (p - p0) * kPanel, width, k0 == 0,
+                                   panel_bias, nullptr, 0, nullptr);
+        }
+      }
+    }
+    const __m512i across = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(static_cast<int>(width)));
+    for (int64_t o = p0 * kPanel; o < std::min(outputs, p1 * kPanel); ++o) {
+      const float* column = scratch.data() + (o - p0 * kPanel);
+      float* to = out + (b * outputs + o) * pixels;
+      const float* plus = added ? added + (b * outputs + o) * pixels : nullptr;
+      for (int64_t q = 0; q < pixels; q += kLanes) {
+        const __mmask16 live = static_cast<__mmask16>((1u << std::min<int64_t>(kLanes, pixels - q)) - 1);
+        Vec v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, across, column + q * width, 4);
+        if (plus) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, plus + q));
+        _mm512_mask_storeu_ps(to + q, live, Activated(v, activation));
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+// What both forms take: x, the packed kernel, bias and residual (empty where absent) -> y, the
+// pool, the geometry and the activation
+inline auto ConvBinding() {
+  return xla::ffi::Ffi::Bind()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Ctx<xla::ffi::ThreadPool>()
+      .Attr<int64_t>("kernel_h")
+      .Attr<int64_t>("kernel_w")
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("dilation_h")
+      .Attr<int64_t>("dilation_w")
+      .Attr<int64_t>("activation");
+}
+
 }  // namespace kiln
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnConvGemm, kiln::ConvGemm,
-                              xla::ffi::Ffi::Bind()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ctx<xla::ffi::ThreadPool>()
-                                  .Attr<int64_t>("kernel_h")
-                                  .Attr<int64_t>("kernel_w")
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("dilation_h")
-                                  .Attr<int64_t>("dilation_w")
-                                  .Attr<int64_t>("activation"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnConvGemm, kiln::ConvGemm, kiln::ConvBinding());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnConvColumns, kiln::ConvColumns, kiln::ConvBinding());
 
 extern "C" int kiln_row_tile() { return kiln::kRows; }
 extern "C" int kiln_depth_block() { return kiln::kDepth; }

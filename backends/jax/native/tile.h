@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -192,9 +193,10 @@ inline void StoreFinished(float* c, Vec lo, Vec hi, const TileFinish& f, int r, 
 }
 
 // c[R x NR] (row stride ldc) = (first ? bias or 0 : c) + a[R x kc] * b[kc x NR], a packed k-major
-// (a[k * kRows + r], PackRows), finished in registers where `finish` is given; meanwhile the first
+// (a[k * AStride + r]: PackRows' [kc][kRows], or a convolution's patch panel [kc][NR] read a row
+// tile at a time), finished in registers where `finish` is given; meanwhile the first
 // `ahead_rows` rows of `ahead` (a later panel slice) are fetched into L2
-template <int R>
+template <int R, int AStride = kRows>
 void Tile(int kc, const float* __restrict a, const float* __restrict b, float* __restrict c, int64_t ldc, bool first,
           const float* bias, const float* ahead, int ahead_rows, const TileFinish* finish) {
   Vec lo[R], hi[R];
@@ -208,7 +210,7 @@ void Tile(int kc, const float* __restrict a, const float* __restrict b, float* _
     const Vec b0 = Load(b + k * kPanel), b1 = Load(b + k * kPanel + kLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const Vec x = _mm512_set1_ps(a[k * kRows + r]);
+      const Vec x = _mm512_set1_ps(a[k * AStride + r]);
       lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
       hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
     }
@@ -254,11 +256,13 @@ inline void PackRows(const float* a, int64_t lda, int64_t i0, int rows, int64_t 
 using TileFn = void (*)(int, const float*, const float*, float*, int64_t, bool, const float*, const float*, int,
                        const TileFinish*);
 
-template <int... Rs>
+template <int AStride, int... Rs>
 constexpr std::array<TileFn, sizeof...(Rs)> MakeTiles(std::integer_sequence<int, Rs...>) {
-  return {Tile<Rs + 1>...};
+  return {Tile<Rs + 1, AStride>...};
 }
-inline constexpr auto kTiles = MakeTiles(std::make_integer_sequence<int, kRows>{});
+inline constexpr auto kTiles = MakeTiles<kRows>(std::make_integer_sequence<int, kRows>{});
+// the same tiles reading their rows out of a patch panel [kc][kPanel] (conv_gemm.cc's ConvColumns)
+inline constexpr auto kPanelRowTiles = MakeTiles<kPanel>(std::make_integer_sequence<int, kRows>{});
 
 inline int64_t PanelCount(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
