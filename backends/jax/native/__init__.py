@@ -49,7 +49,15 @@ def library() -> ctypes.CDLL | None:
             _state["library"] = built
         except _Unavailable as why:
             _state["library"], _state["reason"] = None, str(why)
+            _state["build_failed"] = isinstance(why, _BuildFailed)
     return _state["library"]  # type: ignore[return-value]
+
+
+def build_failed() -> bool:
+    """Whether this machine could build the kernels (x86-64 Linux, AVX-512, a C++ compiler, not
+    turned off) but building or loading them failed: a defect in native/, not a missing feature."""
+    library()
+    return bool(_state.get("build_failed"))
 
 
 def unavailable_reason() -> str | None:
@@ -60,6 +68,10 @@ def unavailable_reason() -> str | None:
 
 class _Unavailable(Exception):
     pass
+
+
+class _BuildFailed(_Unavailable):
+    """The compiler or the loader refused the kernels."""
 
 
 def _build_and_open() -> ctypes.CDLL:
@@ -84,7 +96,7 @@ def _build_and_open() -> ctypes.CDLL:
     try:
         return ctypes.CDLL(path)
     except OSError as error:
-        raise _Unavailable(f"cannot load {path}: {error}") from None
+        raise _BuildFailed(f"cannot load {path}: {error}") from None
 
 
 def _compile(compiler: str, sources: list[str], path: str) -> None:
@@ -97,10 +109,10 @@ def _compile(compiler: str, sources: list[str], path: str) -> None:
         done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_SECONDS)
         if done.returncode != 0:
             first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip()[:200])
-            raise _Unavailable(f"{os.path.basename(compiler)} failed: {first.strip()}")
+            raise _BuildFailed(f"{os.path.basename(compiler)} failed: {first.strip()}")
         os.replace(temporary, path)
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise _Unavailable(f"cannot run {compiler}: {error}") from None
+        raise _BuildFailed(f"cannot run {compiler}: {error}") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
