@@ -106,17 +106,18 @@ void PackPatches(const float* image, const ConvShape& s, int64_t q0, int width, 
   }
 }
 
-// The checks both forms make, each failure naming `target`: NCHW ranks, the packed kernel
-// [ceil(O / width)][K][width] against the geometry, the activation, the bias and residual sizes.
+// The checks both forms make, each failure naming `target`: NCHW ranks (before any dimension is
+// read), the packed kernel [ceil(O / width)][C * kh * kw][width], the activation, the bias and
+// residual sizes.
 ffi::Error CheckOperands(const char* target, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& kernel,
                          ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& residual, ffi::Result<ffi::Buffer<ffi::F32>>& y,
-                         int64_t width, int64_t activation, const ConvShape& s) {
+                         int64_t width, int64_t activation, int64_t kh, int64_t kw) {
   const auto xd = x.dimensions(), kd = kernel.dimensions(), yd = y->dimensions();
   const std::string name(target);
   if (xd.size() != 4 || yd.size() != 4 || kd.size() != 3 || kd[2] != width || xd[0] != yd[0])
     return ffi::Error::InvalidArgument(name + ": bad operand ranks");
   if (!KnownActivation(activation)) return ffi::Error::InvalidArgument(name + ": unknown activation");
-  if (kd[1] != s.depth() || kd[0] != (yd[1] + width - 1) / width)
+  if (kd[1] != xd[1] * kh * kw || kd[0] != (yd[1] + width - 1) / width)
     return ffi::Error::InvalidArgument(name + ": the packed kernel does not match the operands");
   if (bias.element_count() != 0 && bias.element_count() != static_cast<size_t>(yd[1]))
     return ffi::Error::InvalidArgument(name + ": bias length differs from the output channels");
@@ -129,12 +130,11 @@ ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles,
                     ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
                     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
                     int64_t activation) {
-  const ConvShape s{x.dimensions()[1], x.dimensions()[2], x.dimensions()[3], y->dimensions()[2], y->dimensions()[3],
-                    kh, kw, sh, sw, pt, pl, dh, dw};
-  if (ffi::Error error = CheckOperands("kiln_conv_gemm", x, weight_tiles, bias, residual, y, kRows, activation, s);
+  if (ffi::Error error = CheckOperands("kiln_conv_gemm", x, weight_tiles, bias, residual, y, kRows, activation, kh, kw);
       error.failure())
     return error;
-  const auto wd = weight_tiles.dimensions(), yd = y->dimensions();
+  const auto xd = x.dimensions(), wd = weight_tiles.dimensions(), yd = y->dimensions();
+  const ConvShape s{xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
   const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();
   if (images == 0 || outputs == 0 || pixels == 0) return ffi::Error::Success();
   const float* image = x.typed_data();
@@ -190,12 +190,11 @@ ffi::Error ConvColumns(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
                        ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, ffi::ThreadPool pool,
                        int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
                        int64_t activation) {
-  const ConvShape s{x.dimensions()[1], x.dimensions()[2], x.dimensions()[3], y->dimensions()[2], y->dimensions()[3],
-                    kh, kw, sh, sw, pt, pl, dh, dw};
-  if (ffi::Error error = CheckOperands("kiln_conv_columns", x, panels, bias, residual, y, kPanel, activation, s);
+  if (ffi::Error error = CheckOperands("kiln_conv_columns", x, panels, bias, residual, y, kPanel, activation, kh, kw);
       error.failure())
     return error;
-  const auto pd = panels.dimensions(), yd = y->dimensions();
+  const auto xd = x.dimensions(), pd = panels.dimensions(), yd = y->dimensions();
+  const ConvShape s{xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw, pt, pl, dh, dw};
   const int64_t images = yd[0], outputs = yd[1], k = s.depth(), pixels = s.pixels();
   if (images == 0 || outputs == 0 || pixels == 0) return ffi::Error::Success();
   const int64_t columns = pd[0], pixel_panels = PanelCount(pixels);
