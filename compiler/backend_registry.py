@@ -61,7 +61,7 @@ class CompiledModel:
 
     @property
     def input_names(self) -> list[str]:
-        return [v.name for v in self.graph.inputs if v.const_value is None]
+        return [spec.name for spec in self._input_specs]
 
     @property
     def output_names(self) -> list[str]:
@@ -82,8 +82,7 @@ class CompiledModel:
     def bind_inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[np.ndarray]:
         """Positional and/or by-name inputs -> one array per graph input, checked for count, dtype
         and rank (one clear error per mistake)."""
-        specs = self._input_specs
-        names = [spec.name for spec in specs]
+        specs, names = self._input_specs, self.input_names
         if len(args) > len(specs):
             raise OptionError(f"model takes {len(specs)} inputs ({', '.join(names)}), got {len(args)}")
         bound: dict[str, Any] = dict(zip(names, args))
