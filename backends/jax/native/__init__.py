@@ -25,7 +25,7 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 COMPILE_TIMEOUT_SECONDS = 300
 
 SOURCES = ("panel_gemm.cc", "conv_gemm.cc", "depthwise_conv.cc", "attention.cc", "layer_norm.cc")
-HEADERS = ("tile.h",)
+HEADERS = ("tile.h", "workers.h")
 REQUIRED_CPU_FLAGS = ("avx512f",)
 LIBRARY_NAME = "kiln_kernels"
 # XLA FFI target -> the handler symbol the library exports

@@ -1,6 +1,6 @@
 // What the native kernels share: AVX-512 vector helpers, the MR x NR register tile that multiplies
 // rows of a row-major matrix by a column panel, a whole product against packed panels, and a
-// parallel loop on XLA's intra-op thread pool.
+// parallel loop (on helper threads that spin between loops, workers.h).
 //
 // A panel is NR consecutive columns of a [K, N] right operand stored [K][NR] (zero-padded past N),
 // so the tile streams it with two aligned-or-not vector loads per k. Products are blocked along K
@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "workers.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace kiln {
@@ -393,12 +394,23 @@ class GroupQueue {
 // channel 3 x 3 convolution of 8 x 8 pixels (digits_cnn: 81 -> 40 us a call, onnxruntime 15 us).
 constexpr int64_t kSerialWork = int64_t{1} << 20;
 
-// Runs body(i) for i in [0, count) on the calling thread and up to threads - 1 pool threads (none
-// when `work` is under kSerialWork). Items are claimed from a shared counter, so a pool thread that
-// starts late takes fewer and a busy pool cannot deadlock the caller; the caller returns when every
-// claimed item is done.
+// Runs body(i) for i in [0, count) on the calling thread and the helpers (workers.h: as many as
+// XLA's pool has threads, less one), or serially when `work` is under kSerialWork. Where another
+// thread's loop holds the helpers, up to threads - 1 of XLA's pool threads help instead; items are
+// claimed from a shared counter there too, so a pool thread that starts late takes fewer and a busy
+// pool cannot deadlock the caller, which returns when every claimed item is done.
 template <typename Body>
 void ParallelFor(ffi::ThreadPool& pool, int64_t count, int64_t work, Body body) {
+  if (count <= 0) return;
+  const int64_t threads = work < kSerialWork ? 1 : std::max<int64_t>(1, pool.num_threads());
+  if (threads == 1 || count == 1) {
+    for (int64_t i = 0; i < count; ++i) body(i);
+    return;
+  }
+  if (SpinWorkers* workers = SpinWorkers::Get(threads - 1)) {
+    const SpinWorkers::Task task = [](void* context, int64_t item) { (*static_cast<Body*>(context))(item); };
+    if (workers->TryRun(count, task, &body)) return;
+  }
   struct Shared {
     Body body;
     int64_t count;
@@ -411,9 +423,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t count, int64_t work, Body body) 
       }
     }
   };
-  if (count <= 0) return;
   auto shared = std::make_shared<Shared>(std::move(body), count);
-  const int64_t threads = work < kSerialWork ? 1 : std::max<int64_t>(1, pool.num_threads());
   const int64_t helpers = std::min<int64_t>(threads, count) - 1;
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([shared] { shared->Drain(); });
   shared->Drain();
