@@ -154,7 +154,7 @@ ffi::Error ConvGemm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight_tiles,
   const int64_t run = rows_split ? panels : std::min(panels, kGroup), runs = (panels + run - 1) / run;
   const int64_t row_ranges = std::min(row_tiles, std::max<int64_t>(1, (threads + images * runs - 1) / (images * runs)));
   const int64_t tiles_per_range = (row_tiles + row_ranges - 1) / row_ranges;
-  ParallelFor(pool, images * runs * row_ranges, 2 * images * outputs * k * pixels, [=](int64_t item) {
+  ParallelShares(pool, images * runs * row_ranges, 2 * images * outputs * k * pixels, [=](int64_t item) {
     const int64_t range = item % row_ranges, r = item / row_ranges % runs, b = item / (row_ranges * runs);
     const int64_t p0 = r * run, p1 = std::min(panels, p0 + run);
     static thread_local std::vector<float> packed;  // [run][kDepth][kPanel]

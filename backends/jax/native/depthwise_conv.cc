@@ -159,7 +159,7 @@ ffi::Error DepthwiseConv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight, 
   const int64_t per_item = std::clamp<int64_t>(kBatchFloats / padded_floats, 1,
                                                std::max<int64_t>(1, planes / (kItemsPerThread * threads)));
   const int64_t work = 2 * planes * s.out_height * s.out_width * kh * kw;
-  ParallelFor(pool, (planes + per_item - 1) / per_item, work, [=](int64_t item) {
+  ParallelShares(pool, (planes + per_item - 1) / per_item, work, [=](int64_t item) {
     const int64_t first = item * per_item, last = std::min(planes, first + per_item);
     static thread_local std::vector<float> padded;
     if (padded.size() < static_cast<size_t>(per_item * padded_floats + kLanes))

@@ -50,7 +50,7 @@ ffi::Error PanelMatmul(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> panels, ff
   if (m >= 2 * panel_count * kPanel) {  // the rows outweigh the weight: L2-sized row chunks, claimed one at a time
     const int64_t tiles_per_thread = ((m + kRows - 1) / kRows + threads - 1) / threads;
     const int64_t chunk = std::min(RowChunk(k), tiles_per_thread * kRows);
-    ParallelFor(pool, (m + chunk - 1) / chunk, work, [=](int64_t i) {
+    ParallelShares(pool, (m + chunk - 1) / chunk, work, [=](int64_t i) {
       PanelProduct(n, k, a, k, b, e, c, n, 0, panel_count, i * chunk, std::min(m, (i + 1) * chunk));
     });
     return ffi::Error::Success();

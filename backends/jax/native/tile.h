@@ -430,4 +430,28 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t count, int64_t work, Body body) 
   while (shared->done.load(std::memory_order_acquire) < count) _mm_pause();
 }
 
+// Runs body(j) for j in [0, count) in one contiguous share per thread: each thread works through
+// its own share from the front, then takes what is left of the others' shares from their far ends
+// (GroupQueue). Contiguous shares keep each core's loads and stores in long sequential runs, which
+// its prefetchers follow; handing out consecutive items in turn interleaves the threads' runs
+// (a 16 -> 64 channel pointwise convolution of 112 x 112 pixels: 340-890 us that way, 204 us in
+// shares). Stealing from the far end still spares a stalled vCPU's share from waiting on it.
+template <typename Body>
+void ParallelShares(ffi::ThreadPool& pool, int64_t count, int64_t work, Body body) {
+  const int64_t threads = work < kSerialWork ? 1 : std::max<int64_t>(1, pool.num_threads());
+  const int64_t shares = std::min(threads, count);
+  if (shares <= 1) {
+    for (int64_t j = 0; j < count; ++j) body(j);
+    return;
+  }
+  std::unique_ptr<GroupQueue[]> queues(new GroupQueue[shares]);
+  for (int64_t i = 0; i < shares; ++i) queues[i].Reset(i * count / shares, (i + 1) * count / shares);
+  ParallelFor(pool, shares, work, [&queues, &body, shares](int64_t i) {
+    int64_t j;
+    while (queues[i].TakeFront(&j)) body(j);
+    for (int64_t other = 1; other < shares; ++other)
+      while (queues[(i + other) % shares].TakeBack(&j)) body(j);
+  });
+}
+
 }  // namespace kiln
