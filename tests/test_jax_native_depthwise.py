@@ -90,13 +90,14 @@ def _squeeze_excitation(channels: int, squeezed: int, batch="n"):
 def test_squeeze_excitation_convolutions_of_one_pixel_are_panel_products():
     """GAP -> Conv 1x1 -> Relu -> Conv 1x1 -> HardSigmoid -> Mul: both convolutions read one pixel,
     so they run as [N, C] products on the panel kernel (the Relu as its epilogue), not on 32-pixel
-    convolution panels; the batch stays symbolic."""
+    convolution panels, and the pool and the product with x on the row kernels; the batch stays
+    symbolic."""
     feeds = {"X": floats(3, 256, 7, 7)}
     nodes, weights = _squeeze_excitation(256, 64)
     model = onnx_model(nodes, feeds, ["Y"], weights)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
     compiled = check_against_onnxruntime(model, feeds)
-    assert custom_call_targets(compiled, feeds) == ["kiln_panel_matmul_bias"] * 2
+    assert custom_call_targets(compiled, feeds) == ["kiln_row_mean", *["kiln_panel_matmul_bias"] * 2, "kiln_row_scale"]
     graph = compiler.load(model)
     assert fuse_conv_epilogue(graph) == 2
     products = [n for n in graph.nodes if (n.domain, n.op_type) == (NATIVE_DOMAIN, MATMUL_BIAS)]

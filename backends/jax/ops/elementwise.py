@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import native_rows
 from ._helpers import all_static, array_module, lowering_and_static
 
 
@@ -30,6 +31,8 @@ def _binary(op_type: str, numpy_function: Any, jax_function: Any) -> None:
         if all_static(a, b):
             result = numpy_function(np.asarray(a), np.asarray(b))
             return result if _is_object(a, b) else np.asarray(result).astype(_result_dtype(a, b))
+        if op_type == "Mul" and (rows := native_rows.row_factor(ctx, a, b)) is not None:
+            return native_rows.scale_rows(*rows)
         return jax_function(jnp.asarray(a), jnp.asarray(b))
 
     lowering_and_static(op_type)(rule)

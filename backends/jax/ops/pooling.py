@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import native_rows
 from ..registry import LoweringContext, is_static, lowering
 from ._helpers import auto_pad_padding, optional_ints
 
@@ -147,6 +148,8 @@ def _spatial_axes(x: Any) -> tuple[int, ...]:
 def global_average_pool(ctx: LoweringContext, x: Any) -> Any:
     """Mean over all spatial axes, kept as size-1 dims."""
     x = jnp.asarray(x)
+    if native_rows.mean_runs_natively(ctx, x, _spatial_axes(x)):
+        return native_rows.trailing_mean(x, _spatial_axes(x), keepdims=True)
     return jnp.mean(x, axis=_spatial_axes(x), keepdims=True)
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from .. import native_rows
 from ..registry import lowering
 from ._helpers import all_static, lowering_and_static, normalize_axes, normalize_axis, optional_ints
 
@@ -71,6 +72,8 @@ def _register_reduction(kind: str) -> None:
         if static and x.dtype == object:
             function = {"Sum": np.sum, "Prod": np.prod, "Max": np.max, "Min": np.min}[kind]
             return np.asarray(function(x, axis=reduce_axes, keepdims=bool(keepdims)), dtype=object)
+        if kind == "Mean" and not static and native_rows.mean_runs_natively(ctx, x, reduce_axes):
+            return native_rows.trailing_mean(x, reduce_axes, bool(keepdims))
         return _reduce(kind, xp, x, reduce_axes, bool(keepdims))
 
     lowering_and_static(f"Reduce{kind}")(rule)
