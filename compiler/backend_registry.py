@@ -82,7 +82,10 @@ class CompiledModel:
     def bind_inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[np.ndarray]:
         """Positional and/or by-name inputs -> one array per graph input, checked for count, dtype
         and rank (one clear error per mistake)."""
-        specs, names = self._input_specs, self.input_names
+        specs = self._input_specs
+        if not kwargs and len(args) == len(specs):  # every input by position: the common call
+            return [spec.bind(value) for spec, value in zip(specs, args)]
+        names = self.input_names
         if len(args) > len(specs):
             raise OptionError(f"model takes {len(specs)} inputs ({', '.join(names)}), got {len(args)}")
         bound: dict[str, Any] = dict(zip(names, args))
