@@ -1,6 +1,6 @@
 """Native CPU kernels (panel_gemm.cc, conv_gemm.cc, depthwise_conv.cc, attention.cc, layer_norm.cc,
-row_ops.cc), compiled on first use for this machine (-march=native) with the system C++ compiler
-against the XLA FFI headers jaxlib ships, and cached next to the XLA compilation cache.
+row_ops.cc, max_pool.cc), compiled on first use for this machine (-march=native) with the system C++
+compiler against the XLA FFI headers jaxlib ships, and cached next to the XLA compilation cache.
 
 A machine without a compiler or AVX-512 loses nothing but speed: `library()` returns None and
 `unavailable_reason()` says why, and the backend lowers to XLA's own ops.
@@ -24,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 COMPILE_TIMEOUT_SECONDS = 300
 
-SOURCES = ("panel_gemm.cc", "conv_gemm.cc", "depthwise_conv.cc", "attention.cc", "layer_norm.cc", "row_ops.cc")
+SOURCES = ("panel_gemm.cc", "conv_gemm.cc", "depthwise_conv.cc", "attention.cc", "layer_norm.cc", "row_ops.cc",
+           "max_pool.cc")
 HEADERS = ("tile.h", "workers.h")
 REQUIRED_CPU_FLAGS = ("avx512f",)
 LIBRARY_NAME = "kiln_kernels"
@@ -34,7 +35,7 @@ TARGETS = {"kiln_panel_matmul": "KilnPanelMatmul", "kiln_panel_matmul_bias": "Ki
            "kiln_conv_columns": "KilnConvColumns",
            "kiln_depthwise_conv": "KilnDepthwiseConv", "kiln_attention": "KilnAttention",
            "kiln_layer_norm": "KilnLayerNorm", "kiln_row_mean": "KilnRowMean",
-           "kiln_row_scale": "KilnRowScale"}
+           "kiln_row_scale": "KilnRowScale", "kiln_max_pool": "KilnMaxPool"}
 
 _state: dict[str, object] = {}
 

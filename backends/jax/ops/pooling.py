@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import native_rows
+from .. import native_pool, native_rows
 from ..registry import LoweringContext, is_static, lowering
 from ._helpers import auto_pad_padding, optional_ints
 
@@ -67,6 +67,8 @@ def max_pool(ctx: LoweringContext, x: Any, kernel_shape, auto_pad: str = "NOTSET
     with storage_order=1) position of the maximum in the unpadded input."""
     x = jnp.asarray(x)
     dims, window_strides, window_dilation, _, padding = _window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    if native_pool.runs_natively(ctx, x, dims, ctx.output_used(1)) and all(low >= 0 for low, _ in padding):
+        return native_pool.max_pool(x, dims, window_strides, window_dilation, padding), None
     y = _reduce_windows(ctx, x, _lowest(x.dtype), lax.max, dims, window_strides, window_dilation, padding)
     if not ctx.output_used(1):
         return y, None
