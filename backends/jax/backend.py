@@ -16,6 +16,7 @@ from compiler.errors import ModelLoadError, UnsupportedError
 from compiler.ir import Graph
 from compiler.pass_infra import PassContext
 
+from .allocator import keep_freed_buffers_mapped
 from .artifacts import read_exported, read_params, write_artifacts
 from .cache import enable_persistent_cache
 from .export import (EXPORT_PLATFORMS, RUNTIME_PLATFORMS, check_bounds, export_function, local_platform, parse_static_shapes,
@@ -28,6 +29,7 @@ from .sharding import make_placement
 
 enable_persistent_cache()
 run_cpu_programs_inline()
+keep_freed_buffers_mapped()
 
 
 class JaxCompiledModel(CompiledModel):
