@@ -204,10 +204,23 @@ def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple,
         "min_block_seconds": args.min_block_seconds,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "native_kernels": "off (--no-native)" if args.no_native else (native_unavailable() or "on"),
+        "spin_us": os.environ.get("KILN_SPIN_US", "300 (default)"),
+        "malloc_tuning": _malloc_tuning(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "steal_percent": steal,
     }
+
+
+def _malloc_tuning() -> str:
+    """Whether the backend's malloc settings apply in this process (backends/jax/allocator.py)."""
+    from backends.jax import allocator
+
+    if any(name in os.environ for name in allocator.USER_SETTINGS):
+        return "off (MALLOC_*_ set)"
+    if os.environ.get(allocator.SWITCH, "1").lower() in ("0", "false", "off", "no"):
+        return f"off ({allocator.SWITCH})"
+    return "on (32 MB mmap threshold, 256 MB trim threshold)"
 
 
 def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str:
@@ -228,7 +241,10 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
         f"sized by the process's CPU affinity). XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.",
         f"Load average (1/5/15 min) before: {env['load_average_before']}, after: {env['load_average_after']}. "
         + steal_sentence(env.get("steal_percent")),
-        f"Native CPU kernels (backends/jax/native: panel GEMM, convolution, attention, layer norm): {env.get('native_kernels', 'on')}.",
+        f"Native CPU kernels (backends/jax/native: panel GEMM, convolution, attention, layer norm, pools, row "
+        f"ops): {env.get('native_kernels', 'on')}; their helper threads spin {env.get('spin_us', '?')} us after "
+        f"each loop (KILN_SPIN_US). glibc malloc tuning (backends/jax/allocator.py, process-wide, so onnxruntime "
+        f"runs under it too): {env.get('malloc_tuning', '?')}.",
         "kiln: `compiler.compile(..., backend='cpu', opt_level=N)`, fp32; onnxruntime: ORT_ENABLE_ALL, "
         f"CPUExecutionProvider. Each runtime is timed in blocks of calls ({env['rounds']} rounds, the runtimes "
         "taking turns; interleaving single calls lets each runtime's spinning worker threads steal the other's "
