@@ -39,7 +39,7 @@ void SoftmaxRow(float* row, int64_t length, float scale, const float* bias, int6
   const Vec neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   Vec best = neg_inf;
   for (int64_t j = 0; j < length; j += kLanes) {
-    const __mmask16 lanes = length - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (length - j)) - 1);
+    const __mmask16 lanes = TailMask(length - j);
     Vec s = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, row + j), scale_v);
     if (bias) s = _mm512_add_ps(s, bias_step ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_set1_ps(*bias));
     s = _mm512_mask_blend_ps(lanes, neg_inf, s);
@@ -54,14 +54,14 @@ void SoftmaxRow(float* row, int64_t length, float scale, const float* bias, int6
   const Vec top_v = _mm512_set1_ps(top);
   Vec total = _mm512_setzero_ps();
   for (int64_t j = 0; j < length; j += kLanes) {
-    const __mmask16 lanes = length - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (length - j)) - 1);
+    const __mmask16 lanes = TailMask(length - j);
     const Vec e = _mm512_maskz_mov_ps(lanes, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, row + j), top_v)));
     _mm512_mask_storeu_ps(row + j, lanes, e);
     total = _mm512_add_ps(total, e);
   }
   const Vec inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
   for (int64_t j = 0; j < length; j += kLanes) {
-    const __mmask16 lanes = length - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (length - j)) - 1);
+    const __mmask16 lanes = TailMask(length - j);
     _mm512_mask_storeu_ps(row + j, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, row + j), inverse));
   }
 }

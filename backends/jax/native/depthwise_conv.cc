@@ -119,7 +119,7 @@ void OutputPlane(const float* padded, int64_t row, const float* taps, float bias
         GeneralBlock<kStride>(padded + oy0 * s.sh * row + ox * column_step, row, taps, block, s, acc, evens, gather);
       }
       const int64_t lanes = std::min<int64_t>(kLanes, s.out_width - ox);
-      const __mmask16 mask = lanes == kLanes ? 0xFFFF : static_cast<__mmask16>((1u << lanes) - 1);
+      const __mmask16 mask = TailMask(lanes);
       for (int r = 0; r < block; ++r)
         _mm512_mask_storeu_ps(out + (oy0 + r) * s.out_width + ox, mask, Activated(acc[r], activation));
     }

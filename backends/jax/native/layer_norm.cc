@@ -12,10 +12,6 @@ namespace {
 
 constexpr int64_t kRowsPerChunk = 8;
 
-inline __mmask16 TailMask(int64_t remaining) {
-  return remaining >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1);
-}
-
 void NormalizeRow(const float* x, const float* scale, const float* bias, float* y, int64_t features, float epsilon) {
   Vec sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < features; j += kLanes) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(TailMask(features - j), x + j));

@@ -34,7 +34,7 @@ void PoolRow(const float* x, const PoolShape& s, int64_t oy, float* line, float*
   }
   float* into = line + s.pl;  // the columns before and after the image hold -inf (filled once a plane)
   for (int64_t j = 0; j < s.width; j += kLanes) {
-    const __mmask16 lanes = s.width - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (s.width - j)) - 1);
+    const __mmask16 lanes = TailMask(s.width - j);
     Vec best = lowest;
     for (int r = 0; r < count; ++r) best = _mm512_max_ps(best, _mm512_maskz_loadu_ps(lanes, rows[r] + j));
     _mm512_mask_storeu_ps(into + j, lanes, best);
@@ -54,8 +54,7 @@ void PoolRow(const float* x, const PoolShape& s, int64_t oy, float* line, float*
         best = _mm512_max_ps(best, _mm512_i32gather_ps(columns, from, 4));
       }
     }
-    const int64_t left = s.out_width - ox0;
-    _mm512_mask_storeu_ps(y + ox0, left >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1), best);
+    _mm512_mask_storeu_ps(y + ox0, TailMask(s.out_width - ox0), best);
   }
 }
 

@@ -12,10 +12,6 @@ namespace {
 
 constexpr int64_t kRowsPerItem = 16;
 
-inline __mmask16 Tail(int64_t remaining) {
-  return remaining >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1);
-}
-
 float RowSum(const float* x, int64_t length) {
   Vec a = _mm512_setzero_ps(), b = _mm512_setzero_ps(), c = _mm512_setzero_ps(), d = _mm512_setzero_ps();
   int64_t j = 0;
@@ -23,7 +19,7 @@ float RowSum(const float* x, int64_t length) {
     a = _mm512_add_ps(a, Load(x + j)), b = _mm512_add_ps(b, Load(x + j + kLanes));
     c = _mm512_add_ps(c, Load(x + j + 2 * kLanes)), d = _mm512_add_ps(d, Load(x + j + 3 * kLanes));
   }
-  for (; j < length; j += kLanes) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(Tail(length - j), x + j));
+  for (; j < length; j += kLanes) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(TailMask(length - j), x + j));
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
 }
 
@@ -67,7 +63,7 @@ ffi::Error RowScale(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::R
       const float* from = xs + r * length;
       float* to = ys + r * length;
       for (int64_t j = 0; j < length; j += kLanes) {
-        const __mmask16 lanes = Tail(length - j);
+        const __mmask16 lanes = TailMask(length - j);
         _mm512_mask_storeu_ps(to + j, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, from + j), factor));
       }
     }

@@ -39,6 +39,11 @@ constexpr int kPanel = 2 * kLanes;  // NR: columns per panel
 constexpr int kDepth = 384;         // K block: with groups of 4 panels, a 196 KB weight slice (this one and the next fit L2)
 
 inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
+
+// The first min(remaining, 16) lanes: a row's last, partial vector
+inline __mmask16 TailMask(int64_t remaining) {
+  return remaining >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1);
+}
 inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 
 // exp of 16 floats: 2^n * p(r), r = x - n ln 2 (Cephes' expf polynomial, ~1 ulp); exactly 0 below
@@ -98,7 +103,7 @@ template <typename Update>
 inline void UpdateTile(float* c, int64_t ldc, int rows, int64_t width, Update update) {
   for (int r = 0; r < rows; ++r)
     for (int64_t j = 0; j < width; j += kLanes) {
-      const __mmask16 lanes = width - j >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << (width - j)) - 1);
+      const __mmask16 lanes = TailMask(width - j);
       _mm512_mask_storeu_ps(c + r * ldc + j, lanes, update(_mm512_maskz_loadu_ps(lanes, c + r * ldc + j), r, j, lanes));
     }
 }
