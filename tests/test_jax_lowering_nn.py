@@ -185,12 +185,14 @@ def test_pooling_matches_onnxruntime(op, attrs, shape):
     ("MaxPool", {"kernel_shape": [17, 1]}, 1),  # too wide for slices
 ])
 def test_cpu_pooling_runs_as_one_axis_reductions_of_slices(op, attrs, reduce_windows):
-    """On the CPU a pooling window is reduced one spatial axis at a time over strided slices (XLA's
+    """In XLA's lowering for the CPU (what runs where the native pool kernel cannot, and what
+    artifacts hold) a pooling window is reduced one spatial axis at a time over strided slices (XLA's
     reduce_window runs several times slower there); windows over 16 taps keep reduce_window."""
     x = _randn(2, 3, 19, 12)
     model = _model([helper.make_node(op, ["X"], ["Y"], **attrs)], {"X": x}, [("Y", TensorProto.FLOAT)])
     _check(model, {"X": x})
-    lowered = compiler.compile(model, backend="cpu", opt_level=0).runner.lower([x]).as_text()
+    _check(model, {"X": x}, native_kernels=False)
+    lowered = compiler.compile(model, backend="cpu", opt_level=0, native_kernels=False).runner.lower([x]).as_text()
     assert lowered.count("stablehlo.reduce_window") == reduce_windows
 
 

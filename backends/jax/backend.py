@@ -147,7 +147,7 @@ class JaxCompiledModel(CompiledModel):
     def _native_note(self) -> str:
         if self.native_products is not None:
             return (f", native CPU kernels ({self.native_products} weight products in panels, "
-                    f"{self.native_convolutions} convolution kernels packed; attention, layer norm, MaxPool and row ops where "
+                    f"{self.native_convolutions} convolution kernels packed; attention, layer norm, pools and row ops where "
                     "their shapes allow; the artifact keeps XLA's ops)")
         if self._native_missing:
             return f", XLA's ops throughout (native CPU kernels unavailable: {self._native_missing})"

@@ -1,6 +1,6 @@
-"""MaxPool on the native CPU kernel (native/max_pool.cc) through jax.ffi: fp32 NCHW images, any
-window, stride, dilation and padding (auto_pad and ceil_mode already resolved into the padding),
-the Indices output not requested."""
+"""MaxPool and AveragePool on the native CPU kernel (native/pool.cc) through jax.ffi: fp32 NCHW
+images, windows of up to 16 rows, any stride, dilation and padding (auto_pad and ceil_mode already
+resolved into the padding), MaxPool's Indices output not requested."""
 
 from __future__ import annotations
 
@@ -10,26 +10,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-TARGET = "kiln_max_pool"
-MAX_WINDOW_ROWS = 16  # native/max_pool.cc: kMaxWindowRows
+MAX, AVERAGE = "kiln_max_pool", "kiln_average_pool"
+MAX_WINDOW_ROWS = 16  # native/pool.cc: kMaxWindowRows
 
 
 def runs_natively(ctx: Any, x: Any, dims: tuple[int, ...], with_indices: bool) -> bool:
-    """Whether a MaxPool of window `dims` ([1, 1, kh, kw]) over `x` can run on the kernel."""
+    """Whether a pool of window `dims` ([1, 1, kh, kw], padding already checked non-negative) over
+    `x` can run on the kernel."""
     if not ctx.native or with_indices or jnp.ndim(x) != 4 or tuple(dims[:2]) != (1, 1) or dims[2] > MAX_WINDOW_ROWS:
         return False
     return jnp.result_type(x) == jnp.float32 and all(isinstance(d, (int, np.integer)) and d > 0 for d in jnp.shape(x))
 
 
-def max_pool(x: Any, dims, strides, dilation, padding) -> Any:
-    """The pool of `x` with lax.reduce_window's window description (padding: (low, high) per axis,
-    ceil mode's extra included in the high side)."""
+def _window_attributes(dims, strides, dilation, padding) -> dict[str, np.int64]:
+    names = ("kh", "kw", "sh", "sw", "pt", "pl", "dh", "dw")
+    values = (dims[2], dims[3], strides[2], strides[3], padding[2][0], padding[3][0], dilation[2], dilation[3])
+    return {name: np.int64(value) for name, value in zip(names, values)}
+
+
+def _output_shape(x: Any, dims, strides, dilation, padding) -> tuple[int, ...]:
     n, c, height, width = jnp.shape(x)
     sizes = []
     for axis, extent in ((2, height), (3, width)):
         span = (dims[axis] - 1) * dilation[axis] + 1
         low, high = padding[axis]
         sizes.append(max(0, (extent + low + high - span) // strides[axis] + 1))
-    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((n, c, *sizes), jnp.float32))
-    return call(x, kh=np.int64(dims[2]), kw=np.int64(dims[3]), sh=np.int64(strides[2]), sw=np.int64(strides[3]),
-                pt=np.int64(padding[2][0]), pl=np.int64(padding[3][0]), dh=np.int64(dilation[2]), dw=np.int64(dilation[3]))
+    return (n, c, *sizes)
+
+
+def max_pool(x: Any, dims, strides, dilation, padding) -> Any:
+    """The MaxPool of `x` with lax.reduce_window's window description (padding: (low, high) per
+    axis, ceil mode's extra included in the high side)."""
+    call = jax.ffi.ffi_call(MAX, jax.ShapeDtypeStruct(_output_shape(x, dims, strides, dilation, padding), jnp.float32))
+    return call(x, **_window_attributes(dims, strides, dilation, padding))
+
+
+def average_pool(x: Any, dims, strides, dilation, padding, explicit, count_include_pad: bool) -> Any:
+    """The AveragePool of `x`: window sums over the image divided by the taps inside it, or with
+    `count_include_pad` also those on the `explicit` padding (never on ceil mode's extra)."""
+    counted = [explicit[2][0], explicit[2][1], explicit[3][0], explicit[3][1]] if count_include_pad else [0, 0, 0, 0]
+    call = jax.ffi.ffi_call(AVERAGE, jax.ShapeDtypeStruct(_output_shape(x, dims, strides, dilation, padding), jnp.float32))
+    return call(x, counted=np.array(counted, np.int64), **_window_attributes(dims, strides, dilation, padding))

@@ -1,5 +1,5 @@
 """Native CPU kernels (panel_gemm.cc, conv_gemm.cc, depthwise_conv.cc, attention.cc, layer_norm.cc,
-row_ops.cc, max_pool.cc), compiled on first use for this machine (-march=native) with the system C++
+row_ops.cc, pool.cc), compiled on first use for this machine (-march=native) with the system C++
 compiler against the XLA FFI headers jaxlib ships, and cached next to the XLA compilation cache.
 
 A machine without a compiler or AVX-512 loses nothing but speed: `library()` returns None and
@@ -25,7 +25,7 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 COMPILE_TIMEOUT_SECONDS = 300
 
 SOURCES = ("panel_gemm.cc", "conv_gemm.cc", "depthwise_conv.cc", "attention.cc", "layer_norm.cc", "row_ops.cc",
-           "max_pool.cc")
+           "pool.cc")
 HEADERS = ("tile.h", "workers.h")
 REQUIRED_CPU_FLAGS = ("avx512f",)
 LIBRARY_NAME = "kiln_kernels"
@@ -35,7 +35,8 @@ TARGETS = {"kiln_panel_matmul": "KilnPanelMatmul", "kiln_panel_matmul_bias": "Ki
            "kiln_conv_columns": "KilnConvColumns",
            "kiln_depthwise_conv": "KilnDepthwiseConv", "kiln_attention": "KilnAttention",
            "kiln_layer_norm": "KilnLayerNorm", "kiln_row_mean": "KilnRowMean",
-           "kiln_row_scale": "KilnRowScale", "kiln_max_pool": "KilnMaxPool"}
+           "kiln_row_scale": "KilnRowScale", "kiln_max_pool": "KilnMaxPool",
+           "kiln_average_pool": "KilnAveragePool"}
 
 _state: dict[str, object] = {}
 

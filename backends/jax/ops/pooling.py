@@ -118,6 +118,8 @@ def average_pool(ctx: LoweringContext, x: Any, kernel_shape, auto_pad: str = "NO
     x = jnp.asarray(x)
     dims, window_strides, window_dilation, explicit, padding = _window(x, kernel_shape, strides, dilations, pads,
                                                                       auto_pad, ceil_mode)
+    if native_pool.runs_natively(ctx, x, dims, False) and all(low >= 0 for low, _ in padding):
+        return native_pool.average_pool(x, dims, window_strides, window_dilation, padding, explicit, bool(count_include_pad))
     work = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     total = _reduce_windows(ctx, work, jnp.array(0, work.dtype), lax.add, dims, window_strides, window_dilation, padding)
     ones = jnp.ones(x.shape[2:], work.dtype)[None, None]

@@ -1,5 +1,6 @@
-"""MaxPool on the native kernel (backends/jax/native/max_pool.cc) against onnxruntime: windows,
-strides, dilations, explicit and automatic padding, ceil mode; the cases that stay XLA's ops."""
+"""MaxPool and AveragePool on the native kernel (backends/jax/native/pool.cc) against onnxruntime:
+windows, strides, dilations, explicit and automatic padding, ceil mode, counting the padding or
+not; the cases that stay XLA's ops."""
 
 from __future__ import annotations
 
@@ -68,4 +69,33 @@ def test_other_max_pools_stay_xla_ops(case):
     if case == "indices":
         model.graph.output[1].type.tensor_type.elem_type = 7  # INT64
     compiled = check_against_onnxruntime(model, feeds, rtol=0, atol=0)
+    assert custom_call_targets(compiled, feeds) == []
+
+
+AVERAGE_CASES = [
+    ((1, 32, 56, 56), {"kernel_shape": [2, 2], "strides": [2, 2]}),  # a ResNet-D shortcut's
+    ((1, 8, 35, 35), {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),  # Inception's
+    ((1, 8, 35, 35), {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ((2, 3, 15, 17), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ((2, 3, 15, 17), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 2], "ceil_mode": 1, "count_include_pad": 1}),
+    ((1, 4, 19, 40), {"kernel_shape": [5, 3], "strides": [3, 3], "pads": [2, 1, 2, 1]}),
+    ((1, 2, 16, 33), {"kernel_shape": [3, 3], "dilations": [2, 2], "strides": [1, 2], "pads": [2, 2, 2, 2], "count_include_pad": 1}),
+    ((1, 6, 13, 13), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape, attrs", AVERAGE_CASES)
+def test_average_pool_runs_on_the_kernel(shape, attrs):
+    feeds = {"X": floats(*shape)}
+    model = onnx_model([helper.make_node("AveragePool", ["X"], ["Y"], **attrs)], feeds, ["Y"], opset=19)
+    compiled = check_against_onnxruntime(model, feeds, rtol=1e-5, atol=1e-6)
+    assert custom_call_targets(compiled, feeds) == ["kiln_average_pool"]
+
+
+@needs_kernels
+def test_average_pool_of_a_tall_window_stays_xla_ops():
+    feeds = {"X": floats(1, 2, 20, 6)}
+    model = onnx_model([helper.make_node("AveragePool", ["X"], ["Y"], kernel_shape=[17, 1])], feeds, ["Y"], opset=19)
+    compiled = check_against_onnxruntime(model, feeds, rtol=1e-5, atol=1e-6)
     assert custom_call_targets(compiled, feeds) == []
