@@ -142,34 +142,26 @@ ffi::Error AveragePool(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, f
                      {0, 0, 0, 0, kh, kw, sh, sw, pt, pl, dh, dw, counted[0], counted[1], counted[2], counted[3]}, true);
 }
 
+// The operands and window attributes both pools take
+inline auto PoolBinding() {
+  return xla::ffi::Ffi::Bind()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Ctx<xla::ffi::ThreadPool>()
+      .Attr<int64_t>("kh")
+      .Attr<int64_t>("kw")
+      .Attr<int64_t>("sh")
+      .Attr<int64_t>("sw")
+      .Attr<int64_t>("pt")
+      .Attr<int64_t>("pl")
+      .Attr<int64_t>("dh")
+      .Attr<int64_t>("dw");
+}
+
 }  // namespace
 }  // namespace kiln
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnMaxPool, kiln::MaxPool,
-                              xla::ffi::Ffi::Bind()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ctx<xla::ffi::ThreadPool>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnMaxPool, kiln::MaxPool, kiln::PoolBinding());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(KilnAveragePool, kiln::AveragePool,
-                              xla::ffi::Ffi::Bind()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ctx<xla::ffi::ThreadPool>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<xla::ffi::Span<const int64_t>>("counted"));
+                              kiln::PoolBinding().Attr<xla::ffi::Span<const int64_t>>("counted"));
