@@ -42,10 +42,8 @@ ffi::Error LayerNorm(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::
   const int64_t rows = static_cast<int64_t>(x.element_count()) / features;
   const float *xs = x.typed_data(), *g = scale.typed_data(), *b = bias.typed_data();
   float* ys = y->typed_data();
-  ParallelShares(pool, (rows + kRowsPerChunk - 1) / kRowsPerChunk, 8 * rows * features, [=](int64_t chunk) {
-    for (int64_t r = chunk * kRowsPerChunk; r < std::min(rows, (chunk + 1) * kRowsPerChunk); ++r)
-      NormalizeRow(xs + r * features, g, b, ys + r * features, features, epsilon);
-  });
+  ParallelRows(pool, rows, kRowsPerChunk, 8 * rows * features,
+               [=](int64_t r) { NormalizeRow(xs + r * features, g, b, ys + r * features, features, epsilon); });
   return ffi::Error::Success();
 }
 

@@ -39,10 +39,7 @@ ffi::Error RowMean(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, ffi::
   const float* xs = x.typed_data();
   float* ys = y->typed_data();
   const float inverse = 1.0f / static_cast<float>(length);
-  ParallelShares(pool, (rows + kRowsPerItem - 1) / kRowsPerItem, rows * length, [=](int64_t item) {
-    for (int64_t r = item * kRowsPerItem; r < std::min(rows, (item + 1) * kRowsPerItem); ++r)
-      ys[r] = RowSum(xs + r * length, length) * inverse;
-  });
+  ParallelRows(pool, rows, kRowsPerItem, rows * length, [=](int64_t r) { ys[r] = RowSum(xs + r * length, length) * inverse; });
   return ffi::Error::Success();
 }
 
@@ -57,15 +54,13 @@ ffi::Error RowScale(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::R
     return ffi::Error::InvalidArgument("kiln_row_scale: the input is not a whole number of rows of the scale's length");
   const float *xs = x.typed_data(), *factors = scale.typed_data();
   float* ys = y->typed_data();
-  ParallelShares(pool, (rows + kRowsPerItem - 1) / kRowsPerItem, rows * length, [=](int64_t item) {
-    for (int64_t r = item * kRowsPerItem; r < std::min(rows, (item + 1) * kRowsPerItem); ++r) {
-      const Vec factor = _mm512_set1_ps(factors[r]);
-      const float* from = xs + r * length;
-      float* to = ys + r * length;
-      for (int64_t j = 0; j < length; j += kLanes) {
-        const __mmask16 lanes = TailMask(length - j);
-        _mm512_mask_storeu_ps(to + j, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, from + j), factor));
-      }
+  ParallelRows(pool, rows, kRowsPerItem, rows * length, [=](int64_t r) {
+    const Vec factor = _mm512_set1_ps(factors[r]);
+    const float* from = xs + r * length;
+    float* to = ys + r * length;
+    for (int64_t j = 0; j < length; j += kLanes) {
+      const __mmask16 lanes = TailMask(length - j);
+      _mm512_mask_storeu_ps(to + j, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, from + j), factor));
     }
   });
   return ffi::Error::Success();

@@ -459,4 +459,13 @@ void ParallelShares(ffi::ThreadPool& pool, int64_t count, int64_t work, Body bod
   });
 }
 
+// Runs body(r) for each of `rows` rows, `per_item` consecutive rows a work item, in contiguous
+// shares (ParallelShares): the row kernels' loop (layer norm, row means and scalings)
+template <typename Body>
+void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t per_item, int64_t work, Body body) {
+  ParallelShares(pool, (rows + per_item - 1) / per_item, work, [=](int64_t item) {
+    for (int64_t r = item * per_item; r < std::min(rows, (item + 1) * per_item); ++r) body(r);
+  });
+}
+
 }  // namespace kiln
