@@ -14,10 +14,12 @@ MAX, AVERAGE = "kiln_max_pool", "kiln_average_pool"
 MAX_WINDOW_ROWS = 16  # native/pool.cc: kMaxWindowRows
 
 
-def runs_natively(ctx: Any, x: Any, dims: tuple[int, ...], with_indices: bool) -> bool:
-    """Whether a pool of window `dims` ([1, 1, kh, kw], padding already checked non-negative) over
-    `x` can run on the kernel."""
+def runs_natively(ctx: Any, x: Any, dims: tuple[int, ...], padding, with_indices: bool) -> bool:
+    """Whether a pool of window `dims` ([1, 1, kh, kw]) and `padding` ((low, high) per axis) over `x`
+    can run on the kernel."""
     if not ctx.native or with_indices or jnp.ndim(x) != 4 or tuple(dims[:2]) != (1, 1) or dims[2] > MAX_WINDOW_ROWS:
+        return False
+    if any(low < 0 for low, _ in padding):
         return False
     return jnp.result_type(x) == jnp.float32 and all(isinstance(d, (int, np.integer)) and d > 0 for d in jnp.shape(x))
 

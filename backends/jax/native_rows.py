@@ -39,28 +39,24 @@ def trailing_mean(x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
     return jnp.reshape(means, kept + (1,) * len(axes) if keepdims else kept)
 
 
-def row_factor(ctx: Any, a: Any, b: Any) -> tuple[Any, Any] | None:
-    """(x, s) where `a * b` scales each row of x's trailing axes by one factor of s: both fp32 and
-    static, s the same as x's leading dims followed by 1s (once left-padded to x's rank), at least
-    SCALE_MIN_ELEMENTS in x and a trailing axis of more than one element; else None."""
+def scaled_rows(ctx: Any, a: Any, b: Any) -> Any:
+    """`a * b` on the kernel where it scales each row of one operand's trailing axes by one factor
+    of the other: both fp32 and static, the factors' shape (left-padded with 1s to x's rank) x's
+    leading dims followed by 1s, at least SCALE_MIN_ELEMENTS in x and a trailing axis of more than
+    one element; None where it does not."""
     if not ctx.native:
         return None
     for x, s in ((a, b), (b, a)):
         if not (_static_float(x) and _static_float(s)) or math.prod(jnp.shape(x)) < SCALE_MIN_ELEMENTS:
             continue
         shape, rank = tuple(jnp.shape(x)), jnp.ndim(x)
-        factors = (1,) * (rank - jnp.ndim(s)) + tuple(jnp.shape(s))
         if jnp.ndim(s) > rank:
             continue
+        factors = (1,) * (rank - jnp.ndim(s)) + tuple(jnp.shape(s))
         lead = len(factors)
         while lead and factors[lead - 1] == 1:
             lead -= 1
         if lead < rank and factors[:lead] == shape[:lead] and math.prod(shape[lead:]) > 1:
-            return x, s
+            call = jax.ffi.ffi_call(SCALE, jax.ShapeDtypeStruct(shape, jnp.float32))
+            return call(x, jnp.reshape(s, (-1,)))
     return None
-
-
-def scale_rows(x: Any, s: Any) -> Any:
-    """x with each row of its trailing axes multiplied by its factor of s (see row_factor)."""
-    call = jax.ffi.ffi_call(SCALE, jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32))
-    return call(x, jnp.reshape(s, (-1,)))

@@ -62,7 +62,6 @@ class JitRunner:
         # committed weights (or a mesh's sharded inputs) fix where a jitted call runs; otherwise the
         # default device would, so it is set around the call (a context costs microseconds a call)
         self._pin_device = bool(eager_ops) or not self.host_params
-        self._direct = not self._pin_device and not self.static_inputs and placement.mesh is None
 
     @property
     def device_params(self) -> dict[str, jax.Array]:
@@ -72,8 +71,6 @@ class JitRunner:
 
     def run_on_device(self, arrays: Sequence[Any]) -> list[Any]:
         """Outputs as jax arrays (still on the device; call block_until_ready to time them)."""
-        if self._direct:  # one device, nothing static: numpy goes to jit as it is
-            return self._jitted(self._device_params or self.device_params, *arrays)
         if not self._pin_device:
             return self._jitted(self.device_params, *self._place(arrays))
         with jax.default_device(self.placement.device):
@@ -89,10 +86,7 @@ class JitRunner:
 
     def __call__(self, arrays: Sequence[Any]) -> list[Any]:
         outputs = self.run_on_device(arrays)
-        dtypes = self._output_dtypes
-        if len(outputs) > len(dtypes):
-            dtypes = dtypes + [None] * (len(outputs) - len(dtypes))
-        return [_to_host(output, dtype) for output, dtype in zip(outputs, dtypes)]
+        return [_to_host(output, dtype) for output, dtype in zip(outputs, self._output_dtypes + [None] * len(outputs))]
 
     def lower_abstract(self, inputs: Sequence[jax.ShapeDtypeStruct]) -> Any:
         """The jax `Lowered` from shapes alone, placed as calls place their arrays, so compiling it

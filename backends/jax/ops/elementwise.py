@@ -26,13 +26,15 @@ def _result_dtype(a: Any, b: Any) -> Any:
     return np.asarray(a).dtype if all_static(a) else a.dtype
 
 
-def _binary(op_type: str, numpy_function: Any, jax_function: Any) -> None:
+def _binary(op_type: str, numpy_function: Any, jax_function: Any, native: Any = None) -> None:
+    """Register op_type: numpy on static inputs, else `native(ctx, a, b)` where it returns a result
+    (a native CPU kernel), else jax_function."""
     def rule(ctx, a, b, **_attrs):
         if all_static(a, b):
             result = numpy_function(np.asarray(a), np.asarray(b))
             return result if _is_object(a, b) else np.asarray(result).astype(_result_dtype(a, b))
-        if op_type == "Mul" and (rows := native_rows.row_factor(ctx, a, b)) is not None:
-            return native_rows.scale_rows(*rows)
+        if native is not None and (result := native(ctx, a, b)) is not None:
+            return result
         return jax_function(jnp.asarray(a), jnp.asarray(b))
 
     lowering_and_static(op_type)(rule)
@@ -57,7 +59,7 @@ def _divide(a: Any, b: Any) -> Any:
 
 _binary("Add", np.add, jnp.add)
 _binary("Sub", np.subtract, jnp.subtract)
-_binary("Mul", np.multiply, jnp.multiply)
+_binary("Mul", np.multiply, jnp.multiply, native_rows.scaled_rows)
 _binary("Div", lambda a, b: _divide(a, b), lambda a, b: _divide(a, b))
 _binary("And", np.logical_and, jnp.logical_and)
 _binary("Or", np.logical_or, jnp.logical_or)

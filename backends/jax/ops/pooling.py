@@ -67,7 +67,7 @@ def max_pool(ctx: LoweringContext, x: Any, kernel_shape, auto_pad: str = "NOTSET
     with storage_order=1) position of the maximum in the unpadded input."""
     x = jnp.asarray(x)
     dims, window_strides, window_dilation, _, padding = _window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    if native_pool.runs_natively(ctx, x, dims, ctx.output_used(1)) and all(low >= 0 for low, _ in padding):
+    if native_pool.runs_natively(ctx, x, dims, padding, ctx.output_used(1)):
         return native_pool.max_pool(x, dims, window_strides, window_dilation, padding), None
     y = _reduce_windows(ctx, x, _lowest(x.dtype), lax.max, dims, window_strides, window_dilation, padding)
     if not ctx.output_used(1):
@@ -118,7 +118,7 @@ def average_pool(ctx: LoweringContext, x: Any, kernel_shape, auto_pad: str = "NO
     x = jnp.asarray(x)
     dims, window_strides, window_dilation, explicit, padding = _window(x, kernel_shape, strides, dilations, pads,
                                                                       auto_pad, ceil_mode)
-    if native_pool.runs_natively(ctx, x, dims, False) and all(low >= 0 for low, _ in padding):
+    if native_pool.runs_natively(ctx, x, dims, padding, False):
         return native_pool.average_pool(x, dims, window_strides, window_dilation, padding, explicit, bool(count_include_pad))
     work = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     total = _reduce_windows(ctx, work, jnp.array(0, work.dtype), lax.add, dims, window_strides, window_dilation, padding)
