@@ -1,6 +1,6 @@
-"""Export the benchmark zoo (random weights, from transformers/torchvision configs) with both
-PyTorch exporters into bench/models/ (gitignored): BERT-base, GPT-2 small, T5-small encoder,
-ViT-B/16, ResNet-50, EfficientNet-B0 and MobileNetV3-Large.
+"""Export the benchmark zoo (random weights, from transformers/torchvision configs, with no
+parameter left all zero) with both PyTorch exporters into bench/models/ (gitignored): BERT-base,
+GPT-2 small, T5-small encoder, ViT-B/16, ResNet-50, EfficientNet-B0 and MobileNetV3-Large.
 
 Needs torch, torchvision and transformers (pip install -e ".[bench]" plus
 `pip install torch torchvision transformers`); graphkiln itself never imports torch.
@@ -49,6 +49,20 @@ def import_torchvision():
         sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
         import torchvision
     return torchvision
+
+
+def fill_zero_parameters(model, std: float = 0.02):
+    """`model` with every all-zero parameter drawn from N(0, std) (torch's seeded generator): the
+    configs' init leaves biases at zero and ViT's classifier head entirely zero, so its logits were
+    all zeros (every output comparison vacuous) and optimizers could drop bias adds that trained
+    weights keep."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.is_floating_point() and not parameter.any():
+                parameter.normal_(0.0, std)
+    return model
 
 
 class _TextWrapper:
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in ZOO:
         if wanted and spec.name not in wanted:
             continue
-        model = spec.build()
+        model = fill_zero_parameters(spec.build())
         for exporter in args.exporters.split(","):
             path = os.path.join(args.out, f"{spec.name}_{exporter}.onnx")
             start = time.perf_counter()

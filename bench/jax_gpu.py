@@ -1,6 +1,7 @@
 """GPU latency of graphkiln's JAX backend (--backend gpu, fp32 and bf16) against PyTorch eager and
 torch.compile on the same GPU, at batch 1 and 32, on BERT-base, GPT-2 small, ResNet-50,
-MobileNetV3 (large) and ViT-B/16 with random weights (seeded, so every process builds the same).
+MobileNetV3 (large) and ViT-B/16 with random weights (seeded, so every process builds the same; no
+parameter left all zero: build_models.fill_zero_parameters).
 
 One invocation does everything, so it fits in one call on a lent GPU machine:
   1. build: export each model to ONNX (torch.onnx, on the CPU), one process per model in parallel;
@@ -44,7 +45,7 @@ def build_torch_model(name: str, tiny: bool):
     """The torch module for `name`, random weights from a fixed seed, in eval mode."""
     import torch
 
-    from build_models import import_torchvision
+    from build_models import fill_zero_parameters, import_torchvision
 
     import_torchvision()  # before transformers, which imports it too
     torch.manual_seed(0)
@@ -67,7 +68,7 @@ def build_torch_model(name: str, tiny: bool):
         builder = {"resnet50": torchvision.models.resnet50, "mobilenet_v3": torchvision.models.mobilenet_v3_large,
                    "vit_b16": torchvision.models.vit_b_16}[name]
         model = builder(weights=None)
-    return _wrap(name, model).eval()
+    return _wrap(name, fill_zero_parameters(model)).eval()
 
 
 def _wrap(name: str, model):

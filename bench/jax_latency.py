@@ -278,9 +278,9 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
                       f"{'met' if met else 'NOT met'} ({summary})."]
     lines += ["", "ORT/kiln > 1 means kiln is faster. max rel diff = max |ORT - kiln| / max |ORT| over the outputs. "
               "steal %: CPU time the hypervisor gave other guests while that model was measured (/proc/stat).",
-              "Zoo weights come from the configs' initializers: BERT's and GPT-2's linear biases are zero, so kiln's -O2 "
-              "drops those Adds while onnxruntime still runs them (1-2% of its time on BERT, by its profiler); with "
-              "trained weights the panel kernel adds a bias as it stores the product (MatMulBias)."]
+              "Zoo weights: the configs' random init with every all-zero parameter (biases, ViT's classifier head) "
+              "drawn from N(0, 0.02) (build_models.fill_zero_parameters), so no optimizer drops a bias add that "
+              "trained weights keep and every output comparison is against non-zero outputs."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 import compiler
+from compiler.backend_registry import load_artifact
 from backends.jax import precision
 from jax_backend_support import ensure_basic_rules, mlp_model, onnxruntime_outputs
 
@@ -125,3 +128,80 @@ def test_compiled_model_in_low_precision(name, tolerance):
     text = cm.export().mlir_module()
     low = {"bf16": "bf16", "fp16": "f16"}[name]
     assert f"tensor<64x64x{low}>" in text and f"-> tensor<?x64xf32>" in text  # low operands, fp32 results
+
+
+def _cast_model() -> onnx.ModelProto:
+    """MatMul (plain weight), Gemm (transB weight, bias), an embedding gathered and also multiplied
+    through a Transpose (GPT-2's tied LM head), and a product of two weights."""
+    rng = np.random.default_rng(1)
+    weights = {"W1": (16, 32), "b1": (32,), "W2": (16, 32), "b2": (16,), "E": (50, 16), "P": (16, 4), "Q": (4, 50)}
+    initializers = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+                    for name, shape in weights.items()]
+    nodes = [
+        helper.make_node("MatMul", ["X", "W1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("Gemm", ["h2", "W2", "b2"], ["g"], transB=1),
+        helper.make_node("Gather", ["E", "ids"], ["e"]), helper.make_node("Add", ["g", "e"], ["s"]),
+        helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]), helper.make_node("MatMul", ["s", "Et"], ["logits"]),
+        helper.make_node("MatMul", ["P", "Q"], ["PQ"]), helper.make_node("MatMul", ["s", "PQ"], ["mixed"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "casts",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["batch", 16]),
+         helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 50]),
+         helper.make_tensor_value_info("mixed", onnx.TensorProto.FLOAT, ["batch", 50])],
+        initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("name, dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_product_weights_are_stored_in_the_compute_type_and_results_stay_bit_identical(name, dtype):
+    ensure_basic_rules()
+    model = _cast_model()
+    feeds = {"X": RNG.standard_normal((3, 16)).astype(np.float32), "ids": np.array([0, 7, 49], np.int64)}
+    once = compiler.compile(model, backend="cpu", opt_level=0, precision=name)
+    each_call = compiler.compile(model, backend="cpu", opt_level=0, precision=name, cast_weights_once=False)
+    stored = {key: str(array.dtype) for key, array in once.runner.host_params.items()}
+    # products' weights cast; the bias, the gathered embedding's float32 copy and the weights
+    # multiplied by each other (the product's result type follows them) keep float32
+    assert stored == {"W1": dtype, "b1": "float32", "W2": dtype, "b2": "float32", "E": "float32", "E::cast": dtype,
+                      "P": "float32", "Q": "float32"}
+    assert {str(a.dtype) for a in each_call.runner.host_params.values()} == {"float32"}
+    got, reference = once(**feeds), each_call(**feeds)
+    for a, b in zip(got, reference):
+        assert a.dtype == np.float32 and np.array_equal(a, b)
+    expected = onnxruntime_outputs(model, feeds)
+    assert 1e-6 < np.abs(got[0] - expected[0]).max() < 0.05 * np.abs(expected[0]).max()  # really low precision
+    converts = [m.runner.lower([feeds["X"], feeds["ids"]]).as_text().count("stablehlo.convert") for m in (once, each_call)]
+    assert converts[1] - converts[0] == 3  # W1, W2 and the embedding no longer cast on every call
+
+
+def test_fp32_and_conv_kernels_in_their_stored_layout():
+    ensure_basic_rules()
+    x = RNG.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    weight = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 9, 9])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4, 9, 9])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    full = compiler.compile(model, backend="cpu", opt_level=0)
+    assert str(full.runner.host_params["w"].dtype) == "float32"
+    low = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16")
+    kernel = low.runner.host_params["w"]
+    assert str(kernel.dtype) == "bfloat16" and kernel.shape == (3, 3, 3, 4)  # (spatial, in, out), cast
+    reference = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16", cast_weights_once="off")
+    assert np.array_equal(low(x)[0], reference(x)[0])
+
+
+def test_low_precision_artifact_reloads_with_its_cast_weights(tmp_path):
+    ensure_basic_rules()
+    model = _cast_model()
+    feeds = {"X": RNG.standard_normal((2, 16)).astype(np.float32), "ids": np.array([3, 4], np.int64)}
+    compiled = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16")
+    folder = compiled.save(str(tmp_path / "out"))
+    reloaded = load_artifact(folder)
+    assert str(reloaded.runner.host_params["W1"].dtype) == "bfloat16"
+    for a, b in zip(reloaded(**feeds), compiled(**feeds)):
+        assert np.array_equal(a, b)

@@ -21,7 +21,8 @@ from .conv_gemm import (COLUMNS, ROWS, ConvKernel, depth_block, pack_conv_column
 from .native_rewrites import (fuse_attention_views, fuse_conv_epilogue, fuse_depthwise_epilogue, fuse_gelu_epilogue,
                               fuse_matmul_bias, fuse_residual_epilogue, fuse_transposed_weights, read_masks_unexpanded)
 from .panel_matmul import PanelWeight, pack_panels, panel_width
-from .precision import precision_name
+from .low_precision_weights import CAST_SUFFIX, CastChoice, cast_params, low_precision_weights
+from .precision import compute_dtype, precision_name
 from .registry import LoweringContext, find_lowering, find_static_kernel, has_lowering, is_static
 from .static_inputs import static_input_indices, unwrap
 from .weight_layout import (conv_gemm_kernels, conv_output_pixels, onnx_order, panel_weights, reads_panels, stored_params,
@@ -302,6 +303,8 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
     for name, (packed, _, shared) in panels.items():
         params[name + PANEL_SUFFIX if shared else name] = packed
     params.update(conv_kernels)
+    casts = _cast_weights(prepared, params, options)
+    params = cast_params(params, casts, compute_dtype(options.precision)) if casts else params
 
     def function(param_values: dict[str, Any], *input_values: Any) -> list[Any]:
         if len(input_values) != len(inputs):
@@ -311,10 +314,16 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
             env[id(value)] = param_values[name] if name in param_values else statics[name]
             if name in layouts:
                 env[id(value)] = onnx_order(env[id(value)], layouts[name])
+                if name in casts and casts[name].shared:
+                    cast = onnx_order(param_values[name + CAST_SUFFIX], layouts[name])
+                    env[id(value)] = SharedWeight(env[id(value)], cast, _reads_cast(casts[name]))
+            elif name in casts and casts[name].shared:
+                env[id(value)] = SharedWeight(env[id(value)], param_values[name + CAST_SUFFIX], _reads_cast(casts[name]))
             elif name in panels:
                 _, columns, shared = panels[name]
                 if shared:
-                    env[id(value)] = SharedWeight(env[id(value)], PanelWeight(param_values[name + PANEL_SUFFIX], columns))
+                    env[id(value)] = SharedWeight(env[id(value)], PanelWeight(param_values[name + PANEL_SUFFIX], columns),
+                                                  reads_panels)
                 else:
                     env[id(value)] = PanelWeight(env[id(value)], columns)
             elif name in conv_shapes:
@@ -369,16 +378,31 @@ def _conv_kernels(graph: Graph, params: dict[str, np.ndarray], options: Lowering
     return packed, layouts
 
 
+def _cast_weights(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions) -> dict[str, CastChoice]:
+    """The weights stored in the compute type (low_precision_weights.py): under bf16/fp16 unless
+    the cast_weights_once option is off."""
+    setting = options.extra.get("cast_weights_once")
+    if compute_dtype(options.precision) is None or str(setting).lower() in ("0", "false", "off", "no"):
+        return {}
+    return low_precision_weights(graph, params)
+
+
+def _reads_cast(choice: CastChoice) -> Callable[[Node, int], bool]:
+    return lambda node, index: (id(node), index) in choice.readers
+
+
 @dataclass(frozen=True)
 class SharedWeight:
-    """A weight that products read as packed panels and other ops read plain."""
+    """A weight that some readers see in another form (packed panels for the native products, a
+    low-precision copy for the products that cast it) and the rest read plain."""
 
     plain: Any
-    panels: PanelWeight
+    alternate: Any
+    reads_alternate: Callable[[Node, int], bool]
 
 
 def _for_reader(arg: Any, node: Node | None, index: int) -> Any:
-    """What input `index` of `node` sees of a SharedWeight: the panels for a product, else the weight."""
+    """What input `index` of `node` sees of a SharedWeight."""
     if isinstance(arg, SharedWeight):
-        return arg.panels if node is not None and reads_panels(node, index) else arg.plain
+        return arg.alternate if node is not None and arg.reads_alternate(node, index) else arg.plain
     return arg
