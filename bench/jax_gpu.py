@@ -334,11 +334,25 @@ def markdown(payload: dict) -> str:
         diff = kiln.get("max_rel_diff_vs_torch_eager")
         lines.append(f"| {model} | {batch} | {precision} | {ms('kiln')} | {ms('torch_eager')} | {ms('torch_compile')} | "
                      f"{ratio} | {kiln.get('compile_s', float('nan')):.1f} | {'-' if diff is None else f'{diff:.2g}'} |")
+    lines += ["", goal_line(table)]
     errors = [r for r in payload["rows"] if "error" in r]
     if errors:
         lines += ["", "Errors:"] + [f"- {r['model']} b{r['batch']} {r['precision']} {r['runtime']}: {r['error']}" for r in errors]
     lines += ["", f"Phase status: {json.dumps(payload['status'])}"]
     return "\n".join(lines) + "\n"
+
+
+def goal_line(table: dict[tuple, dict]) -> str:
+    """Issue 3's GPU goal: kiln faster than torch.compile at batch 32 in bf16, on every model measured there."""
+    ratios = {model: cells["torch_compile"]["median_ms"] / cells["kiln"]["median_ms"]
+              for (model, batch, precision), cells in table.items()
+              if batch == 32 and precision == "bf16" and "median_ms" in cells.get("kiln", {})
+              and "median_ms" in cells.get("torch_compile", {})}
+    if not ratios:
+        return "Goal (faster than torch.compile at batch 32 in bf16): not measured in this run."
+    verdict = "met" if all(r > 1.0 for r in ratios.values()) else "NOT met"
+    figures = ", ".join(f"{model} {ratio:.2f}x" for model, ratio in ratios.items())
+    return f"Goal (faster than torch.compile at batch 32 in bf16, torch.compile ms / kiln ms): {verdict} ({figures})."
 
 
 def driver(args: argparse.Namespace) -> int:
