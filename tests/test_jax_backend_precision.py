@@ -3,6 +3,9 @@ fp32 runs them at full precision. Helpers in backends.jax.precision, used by the
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -201,6 +204,9 @@ def test_low_precision_artifact_reloads_with_its_cast_weights(tmp_path):
     feeds = {"X": RNG.standard_normal((2, 16)).astype(np.float32), "ids": np.array([3, 4], np.int64)}
     compiled = compiler.compile(model, backend="cpu", opt_level=0, precision="bf16")
     folder = compiled.save(str(tmp_path / "out"))
+    manifest = json.load(open(os.path.join(folder, "report.json")))["artifacts"]["jax"]
+    assert manifest["param_count"] == sum(np.prod(i.dims) for i in model.graph.initializer)  # E counted once
+    assert "E::cast" in manifest["param_names"]
     reloaded = load_artifact(folder)
     assert str(reloaded.runner.host_params["W1"].dtype) == "bfloat16"
     for a, b in zip(reloaded(**feeds), compiled(**feeds)):

@@ -22,6 +22,7 @@ from .cache import enable_persistent_cache
 from .export import (EXPORT_PLATFORMS, RUNTIME_PLATFORMS, check_bounds, export_function, local_platform, parse_static_shapes,
                      platform_present)
 from .interpreter import LoweringOptions, build_function
+from .low_precision_weights import CAST_SUFFIX
 from .native import unavailable_reason
 from .precision import with_matmul_precision
 from .runtime import JitRunner, run_cpu_programs_inline
@@ -127,7 +128,8 @@ class JaxCompiledModel(CompiledModel):
             "model_parallel": int(self.ctx.option("model_parallel") or 1),
             "symbolic_dims": dict(self._symbols),
             "symbolic_bounds": list(self._bounds),
-            "param_count": int(sum(np.size(a) for a in self.params.values())),
+            # weights, each once (a copy cast for the products beside its float32 original is not another)
+            "param_count": int(sum(np.size(a) for name, a in self.params.items() if not name.endswith(CAST_SUFFIX))),
             "param_bytes": int(sum(np.asarray(a).nbytes for a in self.params.values())),
             # weights stored transposed for XLA's kernels: name -> permutation from the ONNX order
             "param_layouts": {name: list(perm) for name, perm in sorted(self.param_layouts.items())},
