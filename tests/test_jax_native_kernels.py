@@ -125,6 +125,43 @@ def test_attention_masks_including_fully_masked_rows(mask_kind):
 
 
 @needs_kernels
+@pytest.mark.parametrize("shape", ["causal", "padded_keys"])
+def test_keys_masked_for_a_whole_query_block_are_skipped_without_changing_a_bit(shape):
+    """Keys that every query of a block masks (-inf, or float32's lowest value as transformers'
+    exports write it: a causal mask's future, padded keys) are left out of the block's products; a
+    -1e4 mask, which the kernel does not skip but whose keys still get probability exactly 0, gives
+    exactly the same outputs, and all match onnxruntime."""
+    length = 130  # query blocks of 48 rows: 48, 48, 34
+    if shape == "causal":
+        allowed = np.tril(np.ones((length, length), bool))[None, None]
+    else:
+        keys = np.ones((2, 1, 1, length), bool)
+        keys[0, ..., 85:] = False  # padded keys across a 32-key panel boundary
+        keys[1, ..., 20:] = False
+        allowed = np.broadcast_to(keys, (2, 1, length, length))  # onnxruntime wants the query axis
+    model, feeds = _attention_case(True, 2, length, length, 2, 2, 64, 64, mask=np.zeros(allowed.shape, np.float32))
+    outputs = []
+    for fill in (-np.inf, np.finfo(np.float32).min, -1e4):
+        feeds["m"] = np.where(allowed, 0.0, fill).astype(np.float32)
+        outputs.append(_check(model, feeds)(**feeds)[0])
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
+
+
+@needs_kernels
+def test_a_row_masked_everywhere_by_finite_values_keeps_every_key():
+    """float32's lowest value on every key of a row is a uniform softmax, not a zero row: the kernel
+    keeps all keys there and agrees with XLA's lowering."""
+    keys = np.ones((2, 1, 1, 60), bool)
+    keys[1] = False
+    mask = np.where(np.broadcast_to(keys, (2, 1, 60, 60)), 0.0, np.finfo(np.float32).min).astype(np.float32)
+    model, feeds = _attention_case(True, 2, 60, 60, 2, 2, 32, 32, mask=mask)
+    native_out = compiler.compile(model, backend="cpu", opt_level=0)(**feeds)[0]
+    xla_out = compiler.compile(model, backend="cpu", opt_level=0, native_kernels=False)(**feeds)[0]
+    np.testing.assert_allclose(native_out, xla_out, rtol=1e-4, atol=1e-5)
+    assert np.abs(native_out[1]).max() > 0
+
+
+@needs_kernels
 @pytest.mark.parametrize("mask_kind, target", [("bool", "constant"), ("float", "constant"), ("float", "concat")])
 def test_attention_reads_a_mask_before_its_expand(mask_kind, target):
     """A [B, 1, 1, S] mask that the graph expands over the queries reaches the kernel unexpanded (it

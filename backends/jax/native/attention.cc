@@ -6,7 +6,8 @@
 // packs its head's K^T and V into panels once (tile.h), multiplies a block of query rows against
 // them with the same register tile as the GEMM, and does the softmax on the block while it is in
 // cache. Q, K, V and the output are strided views (see Attention below), so no head transpose or
-// slice runs before or after it. The additive bias has any broadcastable 4-D shape.
+// slice runs before or after it. The additive bias has any broadcastable 4-D shape; keys it masks for
+// a whole block of queries (a causal mask's future, padded keys) are left out of that block's work.
 // A query row whose scores are all -inf gives zeros (ONNX Attention's fully masked rows).
 
 #include <cmath>
@@ -84,6 +85,54 @@ void Pack(const float* src, int64_t rows, int64_t n, int64_t ld, bool transpose,
   }
 }
 
+// A bias at or below this masks its key as exactly as -inf does: with any score of a sane size
+// (|score| < 1e29) the key's exp underflows to exactly 0 (Exp gives 0 below -87.3) while a key the
+// row attends sets the maximum. transformers' exports mask with float32's lowest value, not -inf.
+constexpr float kMaskingBias = -1e30f;
+
+// Whether keys [from, to) of a bias row hold one above `floor` (-inf: any finite one); where so,
+// *last is one past the last such key
+bool AnyAbove(const float* row, int64_t from, int64_t to, float floor, int64_t* last) {
+  const Vec limit = _mm512_set1_ps(floor);
+  for (int64_t end = to; end > from;) {
+    const int64_t start = std::max(from, end - kLanes);
+    const __mmask16 lanes = TailMask(end - start);
+    const __mmask16 above = _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, row + start), limit, _CMP_NLE_UQ);
+    if (above) {
+      *last = start + 32 - __builtin_clz(static_cast<unsigned>(above));
+      return true;
+    }
+    end = start;
+  }
+  return false;
+}
+
+// How many leading keys rows [q0, q0 + rows) of a head need: one past the last key whose bias is
+// above kMaskingBias in any of those rows (0 where every row is all -inf, whose output is zeros). A
+// causal mask or padded keys leave the rest out of the block's products and softmax, which changes
+// no result: their probabilities are exactly 0. A row masked everywhere by finite values (a uniform
+// softmax over all keys) keeps every key.
+int64_t AttendedKeys(const Problem& pr, const float* bias_head, int64_t q0, int64_t rows) {
+  if (!bias_head) return pr.kv_len;
+  const float negative_infinity = -std::numeric_limits<float>::infinity();
+  const int64_t distinct_rows = pr.bias_q ? rows : 1;
+  int64_t used = 0;
+  for (int64_t r = 0; r < distinct_rows; ++r) {
+    const float* row = bias_head + (q0 + r) * pr.bias_q;
+    if (pr.bias_k == 0) {  // one bias value for all of the row's keys
+      if (!(*row == negative_infinity)) return pr.kv_len;
+      continue;
+    }
+    int64_t last = 0;
+    if (AnyAbove(row, used, pr.kv_len, kMaskingBias, &last)) {
+      used = last;
+    } else if (!AnyAbove(row, 0, used, kMaskingBias, &last) && AnyAbove(row, 0, pr.kv_len, negative_infinity, &last)) {
+      return pr.kv_len;
+    }
+  }
+  return used;
+}
+
 void AttendHead(const Problem& pr, int64_t b, int64_t h) {
   thread_local std::vector<float> keys, values, scores;
   const int64_t kv_h = h / (pr.q_heads / pr.kv_heads);
@@ -100,13 +149,26 @@ void AttendHead(const Problem& pr, int64_t b, int64_t h) {
   const float* bias_head = pr.bias ? pr.bias + b * pr.bias_b + h * pr.bias_h : nullptr;
   for (int64_t q0 = 0; q0 < pr.q_len; q0 += kQueryBlock) {
     const int64_t rows = std::min(kQueryBlock, pr.q_len - q0);
+    const int64_t used = AttendedKeys(pr, bias_head, q0, rows);
+    if (used == 0) {
+      for (int64_t r = 0; r < rows; ++r) std::fill_n(y + (q0 + r) * pr.yl.position, pr.v_depth, 0.0f);
+      continue;
+    }
     PanelProduct(pr.kv_len, pr.depth, q + q0 * pr.ql.position, pr.ql.position, keys.data(), {}, scores.data(),
-                 kv_stride, 0, PanelCount(pr.kv_len), 0, rows);
+                 kv_stride, 0, PanelCount(used), 0, rows);
     for (int64_t r = 0; r < rows; ++r)
-      SoftmaxRow(scores.data() + r * kv_stride, pr.kv_len, pr.scale,
-                 bias_head ? bias_head + (q0 + r) * pr.bias_q : nullptr, pr.bias_k);
-    PanelProduct(pr.v_depth, pr.kv_len, scores.data(), kv_stride, values.data(), {}, y + q0 * pr.yl.position,
-                 pr.yl.position, 0, PanelCount(pr.v_depth), 0, rows);
+      SoftmaxRow(scores.data() + r * kv_stride, used, pr.scale, bias_head ? bias_head + (q0 + r) * pr.bias_q : nullptr,
+                 pr.bias_k);
+    if (used == pr.kv_len) {
+      PanelProduct(pr.v_depth, pr.kv_len, scores.data(), kv_stride, values.data(), {}, y + q0 * pr.yl.position,
+                   pr.yl.position, 0, PanelCount(pr.v_depth), 0, rows);
+      continue;
+    }
+    // a product over the first `used` rows of V's panels (each panel holds kv_len rows): one panel at a time
+    for (int64_t p = 0; p < PanelCount(pr.v_depth); ++p)
+      PanelProduct(std::min<int64_t>(kPanel, pr.v_depth - p * kPanel), used, scores.data(), kv_stride,
+                   values.data() + p * pr.kv_len * kPanel, {}, y + q0 * pr.yl.position + p * kPanel, pr.yl.position, 0,
+                   1, 0, rows);
   }
 }
 
