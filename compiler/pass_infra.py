@@ -44,6 +44,14 @@ class PassContext:
         self.log.append(message)
 
 
+OFF_WORDS = ("0", "false", "off", "no")
+
+
+def switched_off(setting: Any) -> bool:
+    """Whether an option or environment value turns a feature off (0, false, off or no; None does not)."""
+    return setting is not None and str(setting).lower() in OFF_WORDS
+
+
 class Pass:
     """Base class of passes. Subclasses set `name` and implement `run`."""
 

@@ -12,6 +12,8 @@ import ctypes.util
 import os
 import sys
 
+from compiler.pass_infra import switched_off
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts on 64-bit machines
 TRIM_THRESHOLD = 256 << 20
@@ -25,7 +27,7 @@ def keep_freed_buffers_mapped() -> bool:
     glibc (another libc or allocator has its own policy)."""
     if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
         return False
-    if os.environ.get(SWITCH, "1").lower() in ("0", "false", "off", "no"):
+    if switched_off(os.environ.get(SWITCH)):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

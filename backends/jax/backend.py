@@ -14,7 +14,7 @@ import numpy as np
 from compiler.backend_registry import BackendSpec, CompiledModel, register_backend
 from compiler.errors import ModelLoadError, UnsupportedError
 from compiler.ir import Graph
-from compiler.pass_infra import PassContext
+from compiler.pass_infra import PassContext, switched_off
 
 from .allocator import keep_freed_buffers_mapped
 from .artifacts import read_exported, read_params, write_artifacts
@@ -159,8 +159,7 @@ class JaxCompiledModel(CompiledModel):
 def _wants_native_kernels(platform: str, precision: str, placement: Any, ctx: PassContext) -> bool:
     """The in-process CPU runner runs fp32 products and attention on the native kernels (native/)
     unless turned off (native_kernels=False, KILN_NATIVE=0) or the batch is sharded over devices."""
-    option = ctx.option("native_kernels")
-    if option is not None and str(option).lower() in ("0", "false", "off", "no"):
+    if switched_off(ctx.option("native_kernels")):
         return False
     return platform == "cpu" and precision == "fp32" and placement.device_count == 1 and int(ctx.option("model_parallel") or 1) == 1
 

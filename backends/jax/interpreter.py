@@ -14,6 +14,7 @@ import numpy as np
 from compiler.custom_ops import GRAPHKILN_DOMAIN
 from compiler.errors import UnsupportedError
 from compiler.ir import Attr, AttrType, Graph, Node, TensorType, Value
+from compiler.pass_infra import switched_off
 
 from . import ops as _ops  # noqa: F401  (registers the rules and turns on 64-bit types before any trace)
 from .conv_gemm import (COLUMNS, ROWS, ConvKernel, depth_block, pack_conv_columns, pack_conv_kernel, prefers_columns,
@@ -314,11 +315,6 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
             env[id(value)] = param_values[name] if name in param_values else statics[name]
             if name in layouts:
                 env[id(value)] = onnx_order(env[id(value)], layouts[name])
-                if name in casts and casts[name].shared:
-                    cast = onnx_order(param_values[name + CAST_SUFFIX], layouts[name])
-                    env[id(value)] = SharedWeight(env[id(value)], cast, _reads_cast(casts[name]))
-            elif name in casts and casts[name].shared:
-                env[id(value)] = SharedWeight(env[id(value)], param_values[name + CAST_SUFFIX], _reads_cast(casts[name]))
             elif name in panels:
                 _, columns, shared = panels[name]
                 if shared:
@@ -328,6 +324,10 @@ def build_function(graph: Graph, options: LoweringOptions) -> tuple[Callable[...
                     env[id(value)] = PanelWeight(env[id(value)], columns)
             elif name in conv_shapes:
                 env[id(value)] = ConvKernel(env[id(value)], conv_shapes[name], conv_depth, conv_layouts[name])
+            if name in casts and casts[name].shared:  # the products read the cast copy, other ops the weight
+                cast = param_values[name + CAST_SUFFIX]
+                cast = onnx_order(cast, layouts[name]) if name in layouts else cast
+                env[id(value)] = SharedWeight(env[id(value)], cast, casts[name].reads)
         for value, array in zip(inputs, input_values):
             env[id(value)] = unwrap(array)
         outputs = Interpreter(options, opsets).run(prepared, env)
@@ -381,14 +381,9 @@ def _conv_kernels(graph: Graph, params: dict[str, np.ndarray], options: Lowering
 def _cast_weights(graph: Graph, params: dict[str, np.ndarray], options: LoweringOptions) -> dict[str, CastChoice]:
     """The weights stored in the compute type (low_precision_weights.py): under bf16/fp16 unless
     the cast_weights_once option is off."""
-    setting = options.extra.get("cast_weights_once")
-    if compute_dtype(options.precision) is None or str(setting).lower() in ("0", "false", "off", "no"):
+    if compute_dtype(options.precision) is None or switched_off(options.extra.get("cast_weights_once")):
         return {}
     return low_precision_weights(graph, params)
-
-
-def _reads_cast(choice: CastChoice) -> Callable[[Node, int], bool]:
-    return lambda node, index: (id(node), index) in choice.readers
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ class CastChoice:
     readers: frozenset[tuple[int, int]]
     shared: bool
 
+    def reads(self, node: Node, index: int) -> bool:
+        """Whether input `index` of `node` reads the cast copy."""
+        return (id(node), index) in self.readers
+
 
 def low_precision_weights(graph: Graph, params: Mapping[str, np.ndarray]) -> dict[str, CastChoice]:
     """name -> CastChoice, for the float32 params that products read (directly or through

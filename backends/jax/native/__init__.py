@@ -20,6 +20,8 @@ import tempfile
 import jax
 import jaxlib
 
+from compiler.pass_infra import switched_off
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 COMPILE_TIMEOUT_SECONDS = 300
@@ -78,7 +80,7 @@ class _BuildFailed(_Unavailable):
 
 
 def _build_and_open() -> ctypes.CDLL:
-    if os.environ.get("KILN_NATIVE", "1").lower() in ("0", "false", "off", "no"):
+    if switched_off(os.environ.get("KILN_NATIVE")):
         raise _Unavailable("turned off by KILN_NATIVE=0")
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
         raise _Unavailable(f"they are built for x86-64 Linux, not {sys.platform}/{platform.machine()}")

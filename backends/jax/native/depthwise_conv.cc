@@ -176,17 +176,14 @@ ffi::Error DepthwiseConv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> weight, 
     static thread_local std::vector<float> padded;
     if (padded.size() < static_cast<size_t>(per_item * padded_floats + kLanes))
       padded.resize(per_item * padded_floats + kLanes);
-    for (int64_t p = first; p < last; ++p) {
-      const int64_t n = p / outputs, o = p % outputs;
-      PadPlane(image + (n * channels + o / multiplier) * s.height * s.width, s, rows, row,
-               padded.data() + (p - first) * padded_floats);
-    }
+    const int64_t plane_floats = s.height * s.width;
+    const auto input = [=](int64_t q) { return image + (q / outputs * channels + q % outputs / multiplier) * plane_floats; };
+    for (int64_t p = first; p < last; ++p) PadPlane(input(p), s, rows, row, padded.data() + (p - first) * padded_floats);
     // the next item's input planes (the thread's share runs items in order): a contiguous range
     Prefetch prefetch;
     if (last < planes) {
-      const int64_t plane_floats = s.height * s.width, end = std::min(planes, last + per_item) - 1;
-      const auto input = [&](int64_t q) { return (q / outputs * channels + q % outputs / multiplier) * plane_floats; };
-      prefetch.at = reinterpret_cast<const char*>(image + input(last));
+      const int64_t end = std::min(planes, last + per_item) - 1;
+      prefetch.at = reinterpret_cast<const char*>(input(last));
       prefetch.lines = ((input(end) + plane_floats - input(last)) * 4 + 63) / 64;
       const int64_t steps = (last - first) * ((s.out_height + kBlockRows - 1) / kBlockRows);
       prefetch.per_step = (prefetch.lines + steps - 1) / steps;
