@@ -61,6 +61,9 @@ class Pass:
     requires: ClassVar[tuple[str, ...]] = ()
     ensures: ClassVar[tuple[str, ...]] = ()
     changes_shapes: ClassVar[bool] = False
+    # makes constants of values that decide other values' dims (Slice ends, Expand shapes, Reshape
+    # targets): types are inferred again after it where some dim is still unknown
+    pins_shapes: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError

@@ -75,8 +75,13 @@ class PassManager:
         return self._run_fixed_point(step, graph)
 
     def _run_fixed_point(self, group: FixedPoint, graph: Graph) -> tuple[Graph, bool]:
-        any_change = False
-        for iteration in range(1, group.max_iterations + 1):
+        """Repeat the group until no step changes the graph. `max_iterations` bounds the rounds that
+        change it without making it smaller than it has been: a deep model whose shape chains resolve
+        one block a round keeps shrinking and goes on; passes undoing each other stop the pipeline.
+        The node count falls at most once per node, so this ends."""
+        any_change, smallest, stalled, iteration = False, _count(graph), 0, 0
+        while True:
+            iteration += 1
             changed = False
             for step in group.steps:
                 graph, modified = self._run_step(step, graph, iteration)
@@ -84,10 +89,16 @@ class PassManager:
             any_change |= changed
             if not changed:
                 return graph, any_change
-        raise PassFailure(
-            f"passes {group} did not reach a fixed point in {group.max_iterations} iterations",
-            "two passes may be undoing each other; disable one with --disable",
-        )
+            if _count(graph) < smallest:
+                smallest, stalled = _count(graph), 0
+            else:
+                stalled += 1
+            if stalled >= group.max_iterations:
+                raise PassFailure(
+                    f"passes {group} did not reach a fixed point: {stalled} rounds in a row changed the graph "
+                    f"without making it smaller ({iteration} rounds in all)",
+                    "two passes may be undoing each other; disable one with --disable",
+                )
 
     def _run_pass(self, name: str, graph: Graph, iteration: int) -> tuple[Graph, bool]:
         if iteration > 0 and name in self._unchanged_by:
@@ -105,6 +116,7 @@ class PassManager:
         for instrument in self.instruments:
             instrument.before_pass(pass_, graph, self.ctx)
         start = time.perf_counter()
+        constants_before = set(map(id, graph.initializers.values())) if pass_.pins_shapes else set()
         try:
             result = pass_.run(graph, self.ctx)
         except KilnError as error:
@@ -118,7 +130,7 @@ class PassManager:
         if pass_.in_place and result.graph is not graph:
             raise PassFailure(f"pass {name} declares in_place but returned a different graph")
         if result.modified:
-            self._refresh_types(pass_, result.graph)
+            self._refresh_types(pass_, result.graph, constants_before)
         record.seconds = time.perf_counter() - start
         record.nodes_after = _count(result.graph)
         record.modified = result.modified
@@ -134,14 +146,26 @@ class PassManager:
         return result.graph, result.modified
 
     @staticmethod
-    def _refresh_types(pass_, graph: Graph) -> None:
+    def _refresh_types(pass_, graph: Graph, constants_before: set[int]) -> None:
         needs = pass_.changes_shapes or any(
             v.type is None and v.name != "" and v.uses for n in graph.nodes for v in n.outputs
-        )
+        ) or (pass_.pins_shapes and _pins_unknown_dims(graph, constants_before))
         if needs:
             from .shape_inference import infer_types
 
             infer_types(graph)
+
+
+def _pins_unknown_dims(graph: Graph, constants_before: set[int]) -> bool:
+    """Whether a constant the pass made is read by a node with an output dim that is neither a
+    number nor a real symbol (a Slice end, an Expand shape now known: inference can tell it)."""
+    from .shape_inference import is_unknown_dim
+
+    fresh = [v for v in graph.initializers.values() if id(v) not in constants_before]
+    return any(
+        out.shape is not None and any(is_unknown_dim(d) for d in out.shape)
+        for value in fresh for node in value.consumers for out in node.outputs
+    )
 
 
 def _count(graph: Graph) -> int:

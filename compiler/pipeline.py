@@ -20,7 +20,8 @@ class PassStep:
 
 @dataclass(frozen=True)
 class FixedPoint:
-    """Run `steps` again and again until none of them changes the graph (at most `max_iterations`)."""
+    """Run `steps` again and again until none of them changes the graph; at most `max_iterations`
+    rounds in a row may change it without making it smaller than it has been."""
 
     steps: tuple["Step", ...]
     max_iterations: int = 8

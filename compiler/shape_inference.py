@@ -12,6 +12,7 @@ from .custom_ops import get_custom_op
 from .ir import DataType, Graph, Node, Shape, TensorType, Value, ValueType
 from .onnx_io._types import type_from_proto
 
+GENERATED_DIM_PREFIX = "unk__"  # onnx's inference names each dim it cannot tell unk__<n>
 _INLINE_CONST_LIMIT = 4096  # elements; larger initializers go in as typed inputs (shape only)
 
 
@@ -208,15 +209,25 @@ def merge_type(value: Value, inferred: ValueType | None) -> bool:
         if shape is None:
             shape = inferred.shape
         elif len(shape) == len(inferred.shape):
-            shape = Shape(
-                new if (old is None or (isinstance(old, str) and isinstance(new, int))) and new is not None else old
-                for old, new in zip(shape, inferred.shape)
-            )
+            shape = Shape(new if _more_known(old, new) else old for old, new in zip(shape, inferred.shape))
     merged = TensorType(dtype, shape)
     if merged != current:
         value.type = merged
         return True
     return False
+
+
+def is_unknown_dim(dim: int | str | None) -> bool:
+    """Whether a dim says nothing: None, or a name onnx's inference made up for an unknown dim."""
+    return dim is None or (isinstance(dim, str) and dim.startswith(GENERATED_DIM_PREFIX))
+
+
+def _more_known(old: int | str | None, new: int | str | None) -> bool:
+    """Whether inferred dim `new` says more than `old`: a number beats a name, a real name beats a
+    made-up one, anything beats nothing."""
+    if new is None or old == new:
+        return False
+    return is_unknown_dim(old) and not is_unknown_dim(new) or (isinstance(old, str) and isinstance(new, int))
 
 
 def output_types_like(node: Node, index: int = 0) -> list[ValueType | None]:

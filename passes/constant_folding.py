@@ -23,8 +23,30 @@ NON_EXPANDING = frozenset(
         "Flatten", "Transpose", "Cast", "CastLike", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Exp",
         "Log", "Floor", "Ceil", "Not", "Sign", "ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin",
         "ReduceMean", "ArgMax", "ArgMin", "NonZero", "Relu", "Sigmoid", "Tanh", "Erf", "Softmax",
+        # elementwise with broadcasting: the inputs' broadcast shape bounds them
+        "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Where", "Equal", "Less", "LessOrEqual",
+        "Greater", "GreaterOrEqual", "And", "Or", "Xor",
     }
 )
+
+
+def _made_count(node: Node, inputs: list[np.ndarray | None]) -> int | None:
+    """Elements that an op making a tensor from a shape (Expand, ConstantOfShape, Tile, Range) will
+    write, read from its constant inputs: their output type is unknown until inference runs again
+    (Swin's window masks expand shapes that were folded a moment earlier)."""
+    try:
+        if node.op_type == "Expand":
+            return int(np.prod(np.broadcast_shapes(inputs[0].shape, tuple(int(d) for d in inputs[1].reshape(-1)))))
+        if node.op_type == "ConstantOfShape":
+            return int(np.prod(inputs[0].astype(np.int64)))
+        if node.op_type == "Tile":
+            return int(np.prod(np.asarray(inputs[0].shape, np.int64) * inputs[1].astype(np.int64)))
+        if node.op_type == "Range":
+            start, limit, delta = (float(np.asarray(a).reshape(())) for a in inputs)
+            return max(0, int(np.ceil((limit - start) / delta)))
+    except (AttributeError, ValueError, TypeError, ZeroDivisionError, IndexError, OverflowError):
+        return None
+    return None
 
 
 def _input_constant(value: Value | None) -> np.ndarray | None:
@@ -42,6 +64,8 @@ def _predicted_bytes(node: Node, inputs: list[np.ndarray | None]) -> int | None:
         if not isinstance(value.type, TensorType):
             return None
         count = value.shape.numel() if value.shape is not None else None
+        if count is None:
+            count = _made_count(node, inputs)
         if count is None:
             if node.op_type not in NON_EXPANDING:
                 return None
@@ -145,6 +169,7 @@ def _static_shape_facts(node: Node) -> list[np.ndarray] | None:
 class ConstantFolding(Pass):
     name = "fold_constants"
     description = "evaluate nodes with constant inputs (size-capped) and Shape/Size of static shapes"
+    pins_shapes = True
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         limit = int(ctx.option("fold_size_limit", DEFAULT_SIZE_LIMIT))

@@ -140,7 +140,13 @@ def _pass_through(node, depth: int) -> SymbolicVector | None:
     return _input(node, 0, depth)
 
 
-_ARITHMETIC = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b}
+def _divide(a: int, b: int) -> int | None:
+    """Integer Div of shape values (channels // groups in TorchScript exports); only where
+    truncation and flooring agree and the divisor is not 0."""
+    return a // b if a >= 0 and b > 0 else None
+
+
+_ARITHMETIC = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b, "Div": _divide}
 
 
 def _arithmetic(node, depth: int) -> SymbolicVector | None:
@@ -155,11 +161,13 @@ def _arithmetic(node, depth: int) -> SymbolicVector | None:
     b = right.elements * size if len(right.elements) == 1 else right.elements
     combine = _ARITHMETIC[node.op_type]
     result = tuple(combine(x, y) if isinstance(x, int) and isinstance(y, int) else (node.op_type, x, y) for x, y in zip(a, b))
+    if None in result:
+        return None
     return SymbolicVector(result, left.scalar and right.scalar)
 
 
 _HANDLERS = {
-    "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic,
+    "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic, "Div": _arithmetic,
     "Shape": _shape, "Gather": _gather, "Slice": _slice, "Concat": _concat, "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze, "Cast": _pass_through, "Identity": _pass_through,
 }

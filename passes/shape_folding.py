@@ -13,7 +13,7 @@ from compiler.rewriter import AttrVar, MatchFailure, Rule, fail
 from .rewrite_pass import RewritePass
 from .shape_facts import encode_reshape_target, symbolic_vector
 
-SHAPE_OPS = frozenset({"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Add", "Sub", "Mul"})
+SHAPE_OPS = frozenset({"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Add", "Sub", "Mul", "Div"})
 
 
 def fold_static_shape_values(graph: Graph) -> int:
@@ -43,6 +43,7 @@ class FoldShapeValues(GraphwisePass):
     name = "fold_shape_values"
     description = "fold Shape/Gather/Slice/Concat chains to constants where the dims they read are static"
     counter = "shape_values_folded"
+    pins_shapes = True
 
     def transform(self, graph: Graph) -> int:
         return fold_static_shape_values(graph)

@@ -133,8 +133,36 @@ def test_fixed_point_that_never_settles_is_an_error() -> None:
         def run(self, graph: Graph, ctx: PassContext) -> PassResult:
             return PassResult(graph, True)
 
-    with pytest.raises(PassFailure, match=r"did not reach a fixed point in 3 iterations"):
+    with pytest.raises(PassFailure, match=r"did not reach a fixed point: 3 rounds in a row changed the graph "
+                                          r"without making it smaller \(3 rounds in all\)"):
         compiler.compile(_model(), backend="onnx", passes="fixpoint:3(test_always_changes)")
+
+
+def test_fixed_point_that_keeps_shrinking_the_graph_runs_past_the_cap() -> None:
+    """A deep model whose chains resolve one block a round (torchscript ShuffleNet's channel
+    shuffles, Swin's window shapes) needs more rounds than the cap; each one makes it smaller."""
+
+    @register_pass
+    class _OneIdentityAtATime(Pass):
+        name = "test_remove_one_identity"
+
+        def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+            node = next((n for n in graph.nodes if n.op_type == "Identity"), None)
+            if node is None:
+                return PassResult(graph, False)
+            graph.replace_all_uses_with(node.outputs[0], node.inputs[0])
+            graph.remove_node(node)
+            return PassResult(graph, True)
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    names = ["x"] + [f"i{k}" for k in range(7)]
+    nodes = [helper.make_node("Identity", [a], [b]) for a, b in zip(names, names[1:])]
+    nodes.append(helper.make_node("Relu", [names[-1]], ["y"]))
+    model = helper.make_model(helper.make_graph(nodes, "chain", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    cm = compiler.compile(model, backend="onnx", passes="fixpoint:2(test_remove_one_identity)")
+    assert [n.op_type for n in cm.graph.nodes] == ["Relu"]
+    assert [r.label for r in cm.report.passes][-1] == "test_remove_one_identity#8"  # 7 removals, then a quiet round
 
 
 def test_in_place_contract_is_enforced() -> None:

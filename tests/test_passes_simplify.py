@@ -185,6 +185,56 @@ def test_reshape_with_allowzero_and_two_symbols_keeps_what_it_must() -> None:
     assert graph.nodes[3].inputs[1].producer.op_type == "Gather"
 
 
+def _chunked_blocks(blocks: int) -> onnx.ModelProto:
+    """`blocks` blocks as TorchScript exports ShuffleNet's x.chunk(2, dim=1): the Slice's end is
+    the block input's channel count (Shape, Gather) integer-divided by 2, and the halves are
+    concatenated back. onnx's inference propagates no Div, so a block's channels are known only
+    once the block before it folded."""
+    nodes, source = [], "x"
+    for k in range(blocks):
+        p = f"b{k}_"
+        nodes += [
+            helper.make_node("Shape", [source], [p + "shape"]),
+            helper.make_node("Gather", [p + "shape", "one"], [p + "channels"], axis=0),
+            helper.make_node("Div", [p + "channels", "two"], [p + "half"]),
+            helper.make_node("Unsqueeze", [p + "half", "axis0"], [p + "end"]),
+            helper.make_node("Slice", [source, "zero1", p + "end", "one1"], [p + "first"]),
+            helper.make_node("Relu", [p + "first"], [p + "active"]),
+            helper.make_node("Concat", [p + "active", p + "first"], [p + "out"], axis=1),
+        ]
+        source = p + "out"
+    nodes.append(helper.make_node("Identity", [source], ["y"]))
+    inits = [("one", np.int64(1)), ("two", np.int64(2)), ("axis0", np.array([0], np.int64)),
+             ("zero1", np.array([0], np.int64)), ("one1", np.array([1], np.int64))]
+    return _model(nodes, [_tensor("x", ["batch", 8, 3])], [_tensor("y", ["batch", 8, 3])], inits)
+
+
+def test_chained_shape_folds_run_past_the_round_cap_while_the_graph_shrinks() -> None:
+    """The chain resolves a block a round: 12 blocks need more rounds than -O2's cap of 8, and
+    every round makes the graph smaller, so the fixed point goes on instead of failing."""
+    graph, report, _ = _optimize(_chunked_blocks(12))
+    assert _ops(graph) == ["Slice", "Relu", "Concat"] * 12
+    assert {tuple(n.inputs[2].constant().tolist()) for n in graph.nodes if n.op_type == "Slice"} == {(4,)}
+    assert max(r.iteration for r in report.passes) > 8
+
+
+def test_expand_of_freshly_folded_constants_folds_though_its_type_is_unknown() -> None:
+    """Expand(constant, Where(...)) as Swin's window-mask construction exports it: the Where folds
+    in the same pass, the Expand's output type is still unknown, and its size comes from its inputs."""
+    nodes = [
+        helper.make_node("Equal", ["minus_one", "minus_one"], ["always"]),
+        helper.make_node("Where", ["always", "target", "target"], ["shape"]),
+        helper.make_node("Expand", ["column", "shape"], ["grid"]),
+        helper.make_node("Add", ["x", "grid"], ["y"]),
+    ]
+    inits = [("minus_one", np.array([-1, -1], np.int64)), ("target", np.array([7, 7], np.int64)),
+             ("column", np.arange(7, dtype=np.float32).reshape(7, 1))]
+    model = _model(nodes, [_tensor("x", [7, 7])], [_tensor("y", [7, 7])], inits)
+    graph, report, _ = _optimize(model, passes="fold_constants")
+    assert _ops(graph) == ["Add"]
+    assert graph.nodes[0].inputs[1].constant().shape == (7, 7)
+
+
 def test_cse_merges_equal_nodes_and_equal_constants() -> None:
     nodes = [
         helper.make_node("Relu", ["x"], ["r1"]),
