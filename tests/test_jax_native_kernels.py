@@ -265,6 +265,29 @@ def test_vision_attention_views_and_output_transpose_are_absorbed(batch):
     assert copies == 0 if batch == 1 else copies > 0
 
 
+@needs_kernels
+def test_multi_query_heads_taken_from_the_end_of_the_projection_are_read_as_views():
+    """Falcon's multi-query attention as TorchScript exports it: one [B, S, (H + 2) D] projection
+    viewed as H + 2 heads, Q the first H, K and V the heads at index -2 and -1 (Gathers of one
+    negative index kept as an axis). The kernel must read K and V from the end, not from before
+    the start."""
+    batch, length, heads, depth = 2, 7, 4, 16
+    feeds = {"x": _floats(batch, length, 64)}
+    inits = {"w": _floats(64, (heads + 2) * depth, scale=0.1), "split": np.array([batch, length, heads + 2, depth], np.int64),
+             "first": np.array(0, np.int64).reshape(1), "last_query": np.array(heads, np.int64).reshape(1),
+             "axis2": np.array([2], np.int64), "key_head": np.array([-2], np.int64), "value_head": np.array([-1], np.int64)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["qkv"]), helper.make_node("Reshape", ["qkv", "split"], ["heads"]),
+             helper.make_node("Slice", ["heads", "first", "last_query", "axis2"], ["qs"]),
+             helper.make_node("Transpose", ["qs"], ["q"], perm=[0, 2, 1, 3])]
+    for name, index in (("k", "key_head"), ("v", "value_head")):
+        nodes += [helper.make_node("Gather", ["heads", index], [f"{name}g"], axis=2),
+                  helper.make_node("Transpose", [f"{name}g"], [name], perm=[0, 2, 1, 3])]
+    nodes.append(helper.make_node("Attention", ["q", "k", "v"], ["y"]))
+    model = _model(nodes, feeds, ["y"], inits)
+    compiled = _check(model, feeds)
+    assert "kiln_attention" in _custom_call_targets(compiled, feeds)
+
+
 def test_attention_view_rewrite():
     model, _ = _vision_attention_model()
     graph = compiler.load(model)

@@ -31,9 +31,10 @@ def replay(xp: Any, array: Any, chain: list) -> Any:
         elif kind == "gather":
             axis = step[1] % array.ndim
             array = array[(slice(None),) * axis + (step[2] % array.shape[axis],)]
-        elif kind == "slice":
+        elif kind == "slice":  # a Gather of one index kept as an axis; the index may count from the end
             axis = step[1] % array.ndim
-            array = array[(slice(None),) * axis + (slice(step[2], step[2] + step[3]),)]
+            start = step[2] % array.shape[axis]
+            array = array[(slice(None),) * axis + (slice(start, start + step[3]),)]
         elif kind == "split":
             axis, index, parts = step[1] % array.ndim, step[2], step[3]
             if array.shape[axis] % parts:
