@@ -47,6 +47,41 @@ def _forward_x(op, x, **_):
     return x
 
 
+# --- a transpose of trailing axes between merging and splitting the leading ones ----------------
+
+def _merged_leading_transpose(op, x, merge_target, split_target):
+    merged = op.Reshape(x, merge_target, _capture="merge")
+    return op.Reshape(op.Transpose(merged, perm=AttrVar("perm")), split_target)
+
+
+def _leading_dims_merged(merge, x) -> int | None:
+    """How many leading dims of x the Reshape `merge` folds into its first one, keeping x's other
+    dims as they are (x [B, H, S, D] -> [B*H, S, D] gives 2), else None."""
+    tokens, merged = dimension_tokens(x), dimension_tokens(merge.outputs[0])
+    if tokens is None or merged is None or not 1 < len(merged) < len(tokens):
+        return None
+    count = len(tokens) - len(merged) + 1
+    return count if tokens[count:] == merged[1:] else None
+
+
+def _transposes_only_trailing(ctx, x, perm, merge, **_):
+    count = _leading_dims_merged(merge, x)
+    if count is None:
+        return fail("the first Reshape does not merge leading dims of the input and keep the rest", merge)
+    if perm is None or perm[0] != 0:
+        return fail("the Transpose moves the merged axis", ctx.root)
+    tokens, out = dimension_tokens(x), dimension_tokens(ctx.root.outputs[0])
+    expected = tokens[:count] + tuple(tokens[count - 1 + axis] for axis in perm[1:])
+    if out is None or out != expected:
+        return fail(f"the last Reshape gives {list(out or [])}, not the merged dims split back ({list(expected)})", ctx.root)
+    return True
+
+
+def _lifted_transpose(op, x, perm, merge, **_):
+    count = _leading_dims_merged(merge, x)
+    return op.Transpose(x, perm=list(range(count)) + [count - 1 + axis for axis in perm[1:]])
+
+
 # --- Reshape-like chains -------------------------------------------------------------------------
 
 def _reshape_like_forms():
@@ -111,6 +146,10 @@ RULES = [
     *SINK_RULES,
     Rule("cancel_transposes", _transpose_pair, _forward_x, _cancels, allow_shared=True),
     Rule("merge_transposes", _transpose_pair, _merged_transpose, _perms_known),
+    Rule("transpose_between_leading_merge_and_split", _merged_leading_transpose, _lifted_transpose,
+         _transposes_only_trailing,
+         description="Reshape [B, H, S, D] -> [B*H, S, D], Transpose, Reshape back -> one Transpose (torch's k.transpose(-2, -1) "
+                     "as its exporters write it)"),
     *_chain_rules(),
 ]
 

@@ -171,6 +171,82 @@ def test_attention_with_scale_split_over_q_and_k_fuses() -> None:
     _assert_same(model, exported)
 
 
+@pytest.mark.parametrize("scaled, guarded", [(True, True), (False, True), (False, False)])
+def test_sdpa_forms_fuse_and_keep_fully_masked_rows(scaled: bool, guarded: bool) -> None:
+    """torch's scaled_dot_product_attention as its exporters write transformers' default attention:
+    K^T through a 3-D Reshape/Transpose/Reshape, sqrt(scale) on Q and K^T (none for OPT, which
+    scales Q itself, and T5), an additive mask, and Where(IsNaN(P), 0, P) so a row whose every key
+    is masked with -inf gives zeros (no guard in T5). The guard moves to the output; a fully masked
+    batch row gives what the original gives on onnxruntime (the exported standard model) and on
+    the CPU backend."""
+    nodes = [helper.make_node("Reshape", ["k", "flat"], ["kf"]), helper.make_node("Transpose", ["kf"], ["kft"], perm=[0, 2, 1]),
+             helper.make_node("Reshape", ["kft", "heads"], ["kt"])]
+    q, kt = "q", "kt"
+    if scaled:
+        nodes += [helper.make_node("Mul", ["q", "c"], ["qs"]), helper.make_node("Mul", ["kt", "c"], ["ks"])]
+        q, kt = "qs", "ks"
+    nodes += [helper.make_node("MatMul", [q, kt], ["s"]), helper.make_node("Add", ["s", "mask"], ["sm"]),
+              helper.make_node("Softmax", ["sm"], ["p"], axis=-1)]
+    if guarded:
+        nodes += [helper.make_node("IsNaN", ["p"], ["bad"]), helper.make_node("Where", ["bad", "zero", "p"], ["pg"])]
+    nodes.append(helper.make_node("MatMul", ["pg" if guarded else "p", "v"], ["y"]))
+    inputs = [_tensor(name, [2, 2, 5, 16]) for name in ("q", "k", "v")] + [_tensor("mask", [2, 1, 1, 5])]
+    constants = [("c", np.float32(16 ** -0.25)), ("zero", np.float32(0.0)),
+                 ("flat", np.array([4, 5, 16], np.int64)), ("heads", np.array([2, 2, 16, 5], np.int64))]
+    model = _model(nodes, inputs, [_tensor("y", [2, 2, 5, 16])], constants, opset=18)
+    graph, exported = _optimize(model)
+    ops = Counter(op_type for _, op_type in _ops(graph))
+    assert ops["Attention"] == 1 and "Softmax" not in ops and "MatMul" not in ops, ops
+    assert ops["IsNaN"] == ops["Where"] == int(guarded)
+    attention = next(n for n in graph.nodes if n.op_type == "Attention")
+    assert attention.attr("scale") == pytest.approx(0.25 if scaled else 1.0, rel=1e-6)
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal((2, 2, 5, 16)).astype(np.float32) for name in ("q", "k", "v")}
+    mask = np.zeros((2, 1, 1, 5), np.float32)
+    mask[0, ..., 3:] = -np.inf  # padding
+    # guarded: a sequence with no token left. Unguarded, such a row is a uniform softmax, which
+    # onnxruntime 1.32's Attention gives as zeros, so there the row keeps one key
+    mask[1, ..., 0 if guarded else 1:] = -np.inf
+    feeds["mask"] = mask
+    expected = run_onnxruntime(model, feeds)[0]
+    assert np.isfinite(expected).all() and (not guarded or not expected[1].any())
+    np.testing.assert_allclose(run_onnxruntime(exported, feeds)[0], expected, rtol=1e-5, atol=1e-6)
+    cpu = compiler.compile(model, backend="cpu", opt_level=3)
+    np.testing.assert_allclose(np.asarray(cpu(**feeds)[0]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sdpa_on_projections_becomes_one_3d_attention_with_the_guard_after_it() -> None:
+    """A whole sdpa block as the dynamo exporter writes BERT's: [B, S, H*D] projections split into
+    heads, K^T through a 3-D Reshape/Transpose/Reshape, sqrt(scale) on both, mask, NaN guard, and the
+    heads merged back. -O3 leaves Attention on the 3-D projections (q_num_heads), then the guard."""
+    batch, length, heads, depth = 2, 5, 2, 8
+    nodes = []
+    for name in ("q", "k", "v"):
+        nodes += [helper.make_node("Reshape", [name, "split"], [f"{name}4"]),
+                  helper.make_node("Transpose", [f"{name}4"], [f"{name}h"], perm=[0, 2, 1, 3])]
+    nodes += [helper.make_node("Reshape", ["kh", "flat"], ["kf"]), helper.make_node("Transpose", ["kf"], ["kft"], perm=[0, 2, 1]),
+              helper.make_node("Reshape", ["kft", "back"], ["kt"]),
+              helper.make_node("Mul", ["qh", "c"], ["qs"]), helper.make_node("Mul", ["kt", "c"], ["ks"]),
+              helper.make_node("MatMul", ["qs", "ks"], ["s"]), helper.make_node("Add", ["s", "mask"], ["sm"]),
+              helper.make_node("Softmax", ["sm"], ["p"], axis=-1), helper.make_node("IsNaN", ["p"], ["bad"]),
+              helper.make_node("Where", ["bad", "zero", "p"], ["pg"]), helper.make_node("MatMul", ["pg", "vh"], ["o"]),
+              helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]), helper.make_node("Reshape", ["ot", "merged"], ["y"])]
+    hidden = heads * depth
+    inputs = [_tensor(name, [batch, length, hidden]) for name in ("q", "k", "v")] + [_tensor("mask", [batch, 1, 1, length])]
+    constants = [("c", np.float32(depth ** -0.25)), ("zero", np.float32(0.0)),
+                 ("split", np.array([batch, length, heads, depth], np.int64)),
+                 ("flat", np.array([batch * heads, length, depth], np.int64)),
+                 ("back", np.array([batch, heads, depth, length], np.int64)),
+                 ("merged", np.array([batch, length, hidden], np.int64))]
+    model = _model(nodes, inputs, [_tensor("y", [batch, length, hidden])], constants, opset=18)
+    graph, exported = _optimize(model)
+    assert [op_type for _, op_type in _ops(graph)] == ["Expand", "Attention", "IsNaN", "Where"]
+    attention = graph.nodes[1]
+    assert attention.attr("q_num_heads") == attention.attr("kv_num_heads") == heads
+    assert [v.name for v in attention.inputs[:3]] == ["q", "k", "v"]
+    _assert_same(model, exported)
+
+
 def _attention_model(scale_op: str, opset: int) -> onnx.ModelProto:
     nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]), helper.make_node("MatMul", ["q", "kt"], ["s"]),
              helper.make_node(scale_op, ["s", "c"], ["ss"]), helper.make_node("Add", ["ss", "mask"], ["sm"]),

@@ -273,6 +273,35 @@ def test_transpose_and_reshape_chains_cancel_and_merge() -> None:
     assert counters["cancel_transposes"] == 1 and counters["merge_transposes"] == 1
 
 
+def _key_transposed_through_3d(merge: list[int], split: list[int], batch: int | str = 2, declared: list | None = None):
+    """torch's k.transpose(-2, -1) as its exporters write it: Reshape to 3-D, Transpose(0, 2, 1),
+    Reshape back to 4-D (`declared`: the type the dynamo exporter writes for it), then a Relu."""
+    nodes = [helper.make_node("Reshape", ["x", "merge"], ["m"]), helper.make_node("Transpose", ["m"], ["mt"], perm=[0, 2, 1]),
+             helper.make_node("Reshape", ["mt", "split"], ["kt"]), helper.make_node("Relu", ["kt"], ["y"])]
+    inits = [("merge", np.array(merge, np.int64)), ("split", np.array(split, np.int64))]
+    model = _model(nodes, [_tensor("x", [batch, 4, 5, 16])], [_tensor("y", None)], inits)
+    if declared is not None:
+        model.graph.value_info.append(_tensor("kt", declared))
+    return model
+
+
+def test_transpose_between_merged_and_split_leading_dims_becomes_one_transpose() -> None:
+    graph, report, _ = _optimize(_key_transposed_through_3d([8, 5, 16], [2, 4, 16, 5]), "simplify_layout_chains,dce")
+    assert _ops(graph) == ["Transpose", "Relu"]
+    assert list(graph.nodes[0].attr("perm")) == [0, 1, 3, 2]
+    assert _counters(report)["transpose_between_leading_merge_and_split"] == 1
+    # the 3-D view merges trailing dims instead ([2, 4, 80]): no such rewrite
+    graph, _, _ = _optimize(_key_transposed_through_3d([2, 4, 80], [2, 80, 4]), "simplify_layout_chains,dce")
+    assert _ops(graph) == ["Reshape", "Transpose", "Reshape", "Relu"]
+    # split back in another order ([4, 2, 16, 5]): the data is not a transpose of x's
+    graph, _, _ = _optimize(_key_transposed_through_3d([8, 5, 16], [4, 2, 16, 5]), "simplify_layout_chains,dce")
+    assert _ops(graph) == ["Reshape", "Transpose", "Reshape", "Relu"]
+    # a symbolic batch: the split's type is what the exporter declared
+    model = _key_transposed_through_3d([-1, 5, 16], [-1, 4, 16, 5], "batch", declared=["batch", 4, 16, 5])
+    graph, _, _ = _optimize(model, "simplify_layout_chains,dce")
+    assert _ops(graph) == ["Transpose", "Relu"] and list(graph.nodes[0].attr("perm")) == [0, 1, 3, 2]
+
+
 def test_shared_transpose_is_kept_and_only_the_cancel_applies() -> None:
     nodes = [
         helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),

@@ -30,26 +30,51 @@ def _pattern(scaling: str, masked: bool, two_masks: bool = False):
     return pattern
 
 
-def _split_scale_pattern(op, query, transposed_key, value, query_scale, key_scale):
-    """torch's scaled_dot_product_attention as the dynamo exporter writes it: sqrt(scale) on Q and on K^T."""
-    scores = op.MatMul(op.Mul(query, query_scale), op.Mul(transposed_key, key_scale))
-    return op.MatMul(op.Softmax(scores, axis=AttrVar("softmax_axis"), _capture="softmax"), value)
+def _split_scale_pattern(masked: bool, guarded: bool, scaled: bool = True):
+    """torch's scaled_dot_product_attention as its exporters write it: sqrt(scale) on Q and on K^T
+    (none where the model scaled Q itself and passed scale=1, as OPT does), an additive mask
+    (transformers' default sdpa attention), and Where(IsNaN(P), 0, P), which makes the
+    probabilities of a row whose every key is masked with -inf zeros instead of NaN. K^T is any
+    4-D value (the exporter transposes K through a 3-D Reshape)."""
+    def pattern(op, query, transposed_key, value, query_scale, key_scale, mask, zero):
+        if scaled:
+            query, transposed_key = op.Mul(query, query_scale), op.Mul(transposed_key, key_scale)
+        scores = op.MatMul(query, transposed_key)
+        if masked:
+            scores = op.Add(scores, mask)
+        probabilities = op.Softmax(scores, axis=AttrVar("softmax_axis"), _capture="softmax")
+        if guarded:
+            probabilities = op.Where(op.IsNaN(probabilities), zero, probabilities)
+        return op.MatMul(probabilities, value)
+    return pattern
 
 
-def _check_split_scale(ctx, query, transposed_key, value, query_scale, key_scale, softmax_axis, softmax, **_):
+def _check_split_scale(ctx, query, transposed_key, value, softmax_axis, softmax, query_scale=None, key_scale=None,
+                       mask=None, zero=None, **_):
     if not is_float(query, ctx.root):
         return is_float(query, ctx.root)
     if not all(_rank(v) == 4 for v in (query, transposed_key, value)):
         return fail("Q, K^T and V are not 4-D head tensors", ctx.root)
-    if scalar(query_scale) is None or scalar(key_scale) is None:
+    if query_scale is not None and (scalar(query_scale) is None or scalar(key_scale) is None):
         return fail("the Q/K scales are not scalar constants", ctx.root)
+    if mask is not None and (_rank(mask) is None or _rank(mask) > 4 or mask.dtype != query.dtype):
+        return fail("the mask is not a float tensor broadcastable to the scores", ctx.root)
+    if zero is not None and scalar(zero) != 0.0:
+        return fail("the NaN guard does not put 0 in place of NaN", ctx.root)
     axis = softmax_axis if softmax_axis is not None else (-1 if ctx.opset >= 13 else 1)
     return axis in (-1, 3) or fail("Softmax is not over the last axis", softmax)
 
 
-def _replace_split_scale(op, query, transposed_key, value, query_scale, key_scale, **_):
+def _replace_split_scale(op, query, transposed_key, value, query_scale=None, key_scale=None, mask=None, zero=None, **_):
     key = op.Transpose(transposed_key, perm=[0, 1, 3, 2])
-    return op.op("Attention", query, key, value, scale=scalar(query_scale) * scalar(key_scale), _domain=GRAPHKILN_DOMAIN)
+    inputs = [query, key, value] + ([mask] if mask is not None else [])
+    scale = 1.0 if query_scale is None else scalar(query_scale) * scalar(key_scale)
+    output = op.op("Attention", *inputs, scale=scale, _domain=GRAPHKILN_DOMAIN)
+    if zero is None:
+        return output
+    # a row of NaN probabilities gives a NaN output row, so the guard moves to the [B, H, S, D]
+    # output: exact for rows masked everywhere, whichever way a backend computes that row
+    return op.Where(op.IsNaN(output), zero, output)
 
 
 def _rank(value) -> int | None:
@@ -96,7 +121,17 @@ def _rules() -> list[Rule]:
             rules.append(Rule(name, _pattern(scaling, masked), _replacement(scaling), _check))
         rules.append(Rule(f"fuse_attention_{scaling}_scale_bias_masked", _pattern(scaling, True, True),
                           _replacement(scaling), _check))
-    rules.append(Rule("fuse_attention_split_scale", _split_scale_pattern, _replace_split_scale, _check_split_scale))
+    for masked in (True, False):
+        for guarded in (True, False):
+            name = f"fuse_attention_split_scale{'_masked' if masked else ''}{'_nan_guarded' if guarded else ''}"
+            rules.append(Rule(name, _split_scale_pattern(masked, guarded), _replace_split_scale, _check_split_scale))
+    # unscaled with any K^T (OPT scales Q itself; T5 has no scale and a position bias in its mask),
+    # tried after the Transpose rules above, which take K without the extra transpose
+    for masked in (True, False):
+        for guarded in (True, False):
+            name = f"fuse_attention_unscaled{'_masked' if masked else ''}{'_nan_guarded' if guarded else ''}"
+            rules.append(Rule(name, _split_scale_pattern(masked, guarded, scaled=False), _replace_split_scale,
+                              _check_split_scale))
     return rules
 
 

@@ -13,12 +13,18 @@ from ..rewrite_pass import RewritePass
 _HEADS_FIRST = [0, 2, 1, 3]
 
 
-def _pattern(op, query, key, value, mask, query_shape, key_shape, value_shape, merged_shape):
-    def heads(x, shape, name):
-        return op.Transpose(op.Reshape(x, shape, _capture=f"{name}_split"), perm=_HEADS_FIRST)
-    attention = op.Attention(heads(query, query_shape, "query"), heads(key, key_shape, "key"),
-                             heads(value, value_shape, "value"), mask, scale=AttrVar("scale"), _capture="attention")
-    return op.Reshape(op.Transpose(attention, perm=_HEADS_FIRST), merged_shape, _capture="merge")
+def _pattern(guarded: bool):
+    """The head split of Q, K, V, Attention, and the head merge of its output; `guarded`: with the
+    Where(IsNaN(Y), 0, Y) that fuse_attention leaves on the output of torch's sdpa, which moves
+    to the 3-D output."""
+    def pattern(op, query, key, value, mask, query_shape, key_shape, value_shape, merged_shape, zero):
+        def heads(x, shape, name):
+            return op.Transpose(op.Reshape(x, shape, _capture=f"{name}_split"), perm=_HEADS_FIRST)
+        attention = op.Attention(heads(query, query_shape, "query"), heads(key, key_shape, "key"),
+                                 heads(value, value_shape, "value"), mask, scale=AttrVar("scale"), _capture="attention")
+        output = op.Where(op.IsNaN(attention), zero, attention) if guarded else attention
+        return op.Reshape(op.Transpose(output, perm=_HEADS_FIRST), merged_shape, _capture="merge")
+    return pattern
 
 
 def _split_heads(split, name: str):
@@ -66,10 +72,12 @@ def _check(ctx, attention, query_split, key_split, value_split, merge, **_):
     return True
 
 
-def _replace(op, query, key, value, attention, key_split, merge, merged_shape, mask=None, scale=None, **_):
+def _replace(op, query, key, value, attention, key_split, merge, merged_shape, mask=None, scale=None, zero=None, **_):
     heads = attention.inputs[0].shape[1]  # [B, H, S, D] after the split
     kv_heads = key_split.outputs[0].shape[2]  # [B, S, Hkv, D]
     result = op.Attention(query, key, value, mask, scale=scale, q_num_heads=int(heads), kv_num_heads=int(kv_heads))
+    if zero is not None:
+        result = op.Where(op.IsNaN(result), zero, result)
     merged, source = merge.outputs[0].shape, query.shape
     if merged is not None and source is not None and len(merged) == 3 and list(merged) == [*source[:2], result_width(attention)]:
         return result
@@ -84,7 +92,8 @@ def result_width(attention) -> int | None:
     return shape[1] * shape[3]
 
 
-RULES = [Rule("attention_on_merged_heads", _pattern, _replace, _check)]
+RULES = [Rule("attention_on_merged_heads", _pattern(False), _replace, _check),
+         Rule("attention_on_merged_heads_nan_guarded", _pattern(True), _replace, _check)]
 
 
 @register_pass
