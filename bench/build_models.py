@@ -8,7 +8,9 @@ Needs torch, torchvision and transformers (pip install -e ".[bench]" plus
     python bench/build_models.py [--only bert,resnet50] [--exporters torchscript,dynamo] [--out bench/models]
 
 Writes <name>_<exporter>.onnx and manifest.json (input names, dtypes, symbolic dims and the
-concrete sizes the benchmarks use)."""
+concrete sizes the benchmarks use). The transformers models use transformers' default attention
+(sdpa), as users export them; `--attention eager` gives the explicit matmul/softmax form that
+records before 2026-12-06 used."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEQUENCE = 128
 IMAGE = 224
+# transformers' attention implementation: its default, "sdpa" (torch's scaled_dot_product_attention,
+# what users export), or "eager" (explicit matmuls and softmax); --attention sets it
+ATTENTION = "sdpa"
 
 
 @dataclass(frozen=True)
@@ -90,19 +95,19 @@ class _TextWrapper:
 def _bert():
     from transformers import BertConfig, BertModel
 
-    return _TextWrapper.wrap(BertModel(BertConfig(attn_implementation="eager")), with_mask=True)
+    return _TextWrapper.wrap(BertModel(BertConfig(attn_implementation=ATTENTION)), with_mask=True)
 
 
 def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return _TextWrapper.wrap(GPT2LMHeadModel(GPT2Config(use_cache=False, attn_implementation="eager")), with_mask=False)
+    return _TextWrapper.wrap(GPT2LMHeadModel(GPT2Config(use_cache=False, attn_implementation=ATTENTION)), with_mask=False)
 
 
 def _t5_encoder():
     from transformers import T5Config, T5EncoderModel
 
-    config = T5Config(d_model=512, d_ff=2048, num_layers=6, num_heads=8, d_kv=64, attn_implementation="eager")
+    config = T5Config(d_model=512, d_ff=2048, num_layers=6, num_heads=8, d_kv=64, attn_implementation=ATTENTION)
     return _TextWrapper.wrap(T5EncoderModel(config), with_mask=True)
 
 
@@ -130,14 +135,15 @@ ZOO = [
 CONCRETE = {"batch": 2, "sequence": SEQUENCE}
 
 
-def example_inputs(spec: ZooModel, sizes: dict[str, int] = CONCRETE, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the concrete sizes (token ids within every zoo vocabulary)."""
+def example_inputs(spec: ZooModel, sizes: dict[str, int] = CONCRETE, seed: int = 0, vocab: int = 30000) -> dict[str, np.ndarray]:
+    """Random inputs of the concrete sizes (token ids below `vocab`, within every zoo vocabulary;
+    the last quarter of each attention mask padded)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, (dtype, dims) in spec.inputs.items():
         shape = tuple(sizes[d] if isinstance(d, str) else d for d in dims)
         if name == "input_ids":
-            feeds[name] = rng.integers(0, 30000, size=shape).astype(np.int64)
+            feeds[name] = rng.integers(0, vocab, size=shape).astype(np.int64)
         elif name == "attention_mask":
             mask = np.ones(shape, np.int64)
             mask[:, -shape[1] // 4 :] = 0
@@ -171,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated model names")
     parser.add_argument("--exporters", default="torchscript,dynamo")
     parser.add_argument("--out", default=os.path.join(HERE, "models"))
+    parser.add_argument("--attention", choices=("sdpa", "eager"), default=ATTENTION,
+                        help="transformers' attention implementation (default: sdpa, transformers' own default)")
     args = parser.parse_args(argv)
+    globals()["ATTENTION"] = args.attention
 
     import torch
 
@@ -202,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 "inputs": {name: {"dtype": dtype, "dims": list(dims)} for name, (dtype, dims) in spec.inputs.items()},
                 "sizes": CONCRETE,
                 "torch": torch.__version__,
+                "attention": ATTENTION if spec.name in ("bert_base", "gpt2", "t5_small_encoder") else None,
             }
             print(f"{spec.name} ({exporter}): {os.path.getsize(path) / 1e6:.0f} MB in {time.perf_counter() - start:.0f} s", flush=True)
             with open(manifest_path, "w") as handle:

@@ -1,7 +1,10 @@
 """GPU latency of graphkiln's JAX backend (--backend gpu, fp32 and bf16) against PyTorch eager and
 torch.compile on the same GPU, at batch 1 and 32, on BERT-base, GPT-2 small, ResNet-50,
 MobileNetV3 (large) and ViT-B/16 with random weights (seeded, so every process builds the same; no
-parameter left all zero: build_models.fill_zero_parameters).
+parameter left all zero: build_models.fill_zero_parameters). The text models use transformers'
+default attention (sdpa: torch's fused attention kernels in eager and compiled PyTorch; kiln fuses
+the exported form into one Attention op); records before 2026-12-06 used eager attention on both
+sides, which denied PyTorch its fused kernels.
 
 One invocation does everything, so it fits in one call on a lent GPU machine:
   1. build: export each model to ONNX (torch.onnx, on the CPU), one process per model in parallel;
@@ -45,7 +48,7 @@ def build_torch_model(name: str, tiny: bool):
     """The torch module for `name`, random weights from a fixed seed, in eval mode."""
     import torch
 
-    from build_models import fill_zero_parameters, import_torchvision
+    from build_models import ATTENTION, fill_zero_parameters, import_torchvision
 
     import_torchvision()  # before transformers, which imports it too
     torch.manual_seed(0)
@@ -53,13 +56,13 @@ def build_torch_model(name: str, tiny: bool):
         from transformers import BertConfig, BertModel
 
         config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128) if tiny else BertConfig()
-        config._attn_implementation = "eager"
+        config._attn_implementation = ATTENTION  # transformers' default (sdpa) for torch and kiln alike
         model = BertModel(config, add_pooling_layer=False)
     elif name == "gpt2_small":
         from transformers import GPT2Config, GPT2Model
 
         config = GPT2Config(n_layer=2, n_embd=64, n_head=4) if tiny else GPT2Config()
-        config._attn_implementation = "eager"
+        config._attn_implementation = ATTENTION  # transformers' default (sdpa) for torch and kiln alike
         config.use_cache = False
         model = GPT2Model(config)
     else:

@@ -209,7 +209,16 @@ def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "steal_percent": steal,
+        "zoo_attention": _zoo_attention(args.models),
     }
+
+
+def _zoo_attention(models_dir: str) -> dict[str, str]:
+    """The transformers attention implementation each zoo text model was exported with (manifest)."""
+    path = os.path.join(models_dir, "manifest.json")
+    manifest = json.load(open(path)) if os.path.exists(path) else {}
+    return {name: entry.get("attention") or "eager (before the manifest said)"
+            for name, entry in manifest.items() if entry.get("model") in ("bert_base", "gpt2", "t5_small_encoder")}
 
 
 def _malloc_tuning() -> str:
@@ -281,6 +290,10 @@ def markdown(results: list[dict], env: dict[str, Any], levels: list[int]) -> str
               "Zoo weights: the configs' random init with every all-zero parameter (biases, ViT's classifier head) "
               "drawn from N(0, 0.02) (build_models.fill_zero_parameters), so no optimizer drops a bias add that "
               "trained weights keep and every output comparison is against non-zero outputs."]
+    attention = env.get("zoo_attention")
+    if attention:
+        lines.append("Zoo text models' attention (transformers' attn_implementation at export): "
+                     + ", ".join(f"{name} {kind}" for name, kind in sorted(attention.items())) + ".")
     return "\n".join(lines) + "\n"
 
 
