@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -46,7 +46,6 @@ class SweepModel:
     build: Callable[[], Any]
     inputs: dict[str, tuple[str, tuple[str | int, ...]]]
     opset_torchscript: int = 17
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 TINY_TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -86,7 +85,7 @@ def _causal(model_type: str, **overrides):
     return _text(model_type, "AutoModelForCausalLM", "logits", use_cache=False, **overrides)
 
 
-def _hf_vision(model_type: str, size: int = 64, **overrides):
+def _hf_vision(model_type: str, **overrides):
     def build():
         import transformers
 
@@ -133,6 +132,15 @@ def _image(size: int, channels: int = 3) -> dict:
 
 def _hf_image(size: int) -> dict:
     return {"pixel_values": ("float32", ("batch", 3, size, size))}
+
+
+def _wav2vec2():
+    import transformers
+
+    config = transformers.Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                         conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+                                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    return _wrap(transformers.Wav2Vec2Model(config), "last_hidden_state", ("input_values",))
 
 
 SMALL_VISION = dict(image_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
@@ -199,20 +207,10 @@ SWEEP = [
                                        num_attention_heads=[1, 2], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2]), _hf_image(64)),
     SweepModel("mobilevit", _hf_vision("mobilevit", image_size=64, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 96]), _hf_image(64)),
     SweepModel("clip_vision", _hf_vision("clip_vision_model", **SMALL_VISION, patch_size=16), _hf_image(64)),
-    SweepModel("wav2vec2", None, {"input_values": ("float32", ("batch", 4000))}),
+    SweepModel("wav2vec2", _wav2vec2, {"input_values": ("float32", ("batch", 4000))}),
 ]
 
 
-def _wav2vec2():
-    import transformers
-
-    config = transformers.Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                         conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
-                                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    return _wrap(transformers.Wav2Vec2Model(config), "last_hidden_state", ("input_values",))
-
-
-SWEEP[-1] = SweepModel("wav2vec2", _wav2vec2, SWEEP[-1].inputs)
 CONCRETE = {"batch": BATCH, "sequence": SEQUENCE}
 
 
