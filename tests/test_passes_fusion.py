@@ -247,6 +247,18 @@ def test_sdpa_on_projections_becomes_one_3d_attention_with_the_guard_after_it() 
     _assert_same(model, exported)
 
 
+def test_learned_queries_broadcast_over_the_batch_are_not_fused() -> None:
+    """DETR-style queries [1, H, S, D] against a batch of keys: MatMul broadcasts the batch of 1,
+    the Attention op does not, so the product stays as it is."""
+    nodes = [helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    inputs = [_tensor("q", [1, 2, 5, 16]), _tensor("kt", [3, 2, 16, 7]), _tensor("v", [3, 2, 7, 16])]
+    model = _model(nodes, inputs, [_tensor("y", [3, 2, 5, 16])], opset=18)
+    graph, exported = _optimize(model)
+    assert [op_type for _, op_type in _ops(graph)] == ["MatMul", "Softmax", "MatMul"]
+    _assert_same(model, exported)
+
+
 def _attention_model(scale_op: str, opset: int) -> onnx.ModelProto:
     nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]), helper.make_node("MatMul", ["q", "kt"], ["s"]),
              helper.make_node(scale_op, ["s", "c"], ["ss"]), helper.make_node("Add", ["ss", "mask"], ["sm"]),

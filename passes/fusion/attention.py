@@ -55,6 +55,8 @@ def _check_split_scale(ctx, query, transposed_key, value, softmax_axis, softmax,
         return is_float(query, ctx.root)
     if not all(_rank(v) == 4 for v in (query, transposed_key, value)):
         return fail("Q, K^T and V are not 4-D head tensors", ctx.root)
+    if _batch_broadcast(query, transposed_key, value):
+        return fail("Q and K/V have different batch sizes (the product broadcasts one)", ctx.root)
     if query_scale is not None and (scalar(query_scale) is None or scalar(key_scale) is None):
         return fail("the Q/K scales are not scalar constants", ctx.root)
     if mask is not None and (_rank(mask) is None or _rank(mask) > 4 or mask.dtype != query.dtype):
@@ -81,11 +83,20 @@ def _rank(value) -> int | None:
     return None if value.shape is None else len(value.shape)
 
 
+def _batch_broadcast(query, key, value) -> bool:
+    """Whether the product broadcasts one side's batch of 1 against the other's (DETR-style
+    learned queries [1, H, S, D] against a batch of keys): MatMul does, Attention does not."""
+    batches = [v.shape[0] for v in (query, key, value)]
+    return any(b == 1 for b in batches) and not all(b == 1 for b in batches)
+
+
 def _check(ctx, query, key, value, key_perm, softmax_axis, softmax, scale=None, mask=None, bias=None, **_):
     if not is_float(query, ctx.root):
         return is_float(query, ctx.root)
     if not all(_rank(v) == 4 for v in (query, key, value)):
         return fail("Q, K and V are not 4-D head tensors", ctx.root)
+    if _batch_broadcast(query, key, value):
+        return fail("Q and K/V have different batch sizes (the product broadcasts one)", ctx.root)
     if tuple(key_perm or ()) not in _KEY_PERMUTATIONS:
         return fail(f"K is transposed with perm {key_perm}, not to [B, H, D, S]", ctx.root)
     axis = softmax_axis if softmax_axis is not None else (-1 if ctx.opset >= 13 else 1)
