@@ -259,3 +259,23 @@ def test_import_types_a_file_whose_nodes_are_out_of_order() -> None:
     imported = compiler.load(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
     assert [n.op_type for n in imported.nodes] == ["Neg", "Relu"]
     assert imported.outputs[0].type == TensorType(DataType.FLOAT, Shape(["batch", 4]))
+
+
+def test_export_gives_every_node_its_own_name() -> None:
+    """A graph re-imported after onnx's version converter restarts the counter that names new
+    nodes, so two may share a name (Reshape__22 in GPT-2's -O3); onnxruntime refuses such a model."""
+    import onnxruntime as ort
+
+    from compiler.onnx_io import export_model
+
+    nodes = [onnx.helper.make_node("Relu", ["x"], ["a"], name="Reshape__22"),
+             onnx.helper.make_node("Neg", ["a"], ["b"], name="Reshape__22"),
+             onnx.helper.make_node("Abs", ["b"], ["y"], name="Reshape__22__0")]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    exported = export_model(compiler.load(model))
+    assert [n.name for n in exported.graph.node] == ["Reshape__22", "Reshape__22__1", "Reshape__22__0"]
+    x = np.array([-1.0, 0.5, 2.0], np.float32)
+    session = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.abs(-np.maximum(x, 0)))

@@ -69,6 +69,9 @@ class _Exporter:
         self.namer = _Namer(graph) if graph is not None else _OwnNames()
         self.value_info = value_info
         self.keep_data = keep_data
+        # onnxruntime refuses a model with two nodes of one name: a repeat gets a suffix no node has
+        self.node_names: set[str] = set()  # written so far
+        self.reserved_node_names = {n.name for n in graph.all_nodes() if n.name} if graph is not None else set()
 
     def graph(self, graph: Graph, proto: onnx.GraphProto | None = None) -> onnx.GraphProto:
         proto = onnx.GraphProto() if proto is None else proto
@@ -111,7 +114,7 @@ class _Exporter:
         if node.domain:
             proto.domain = node.domain
         if node.name:
-            proto.name = node.name
+            proto.name = self._unique_node_name(node.name)
         if node.doc_string:
             proto.doc_string = node.doc_string
         if node.overload:
@@ -124,6 +127,15 @@ class _Exporter:
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         return proto
+
+    def _unique_node_name(self, name: str) -> str:
+        """`name`, or `name__<k>` where a node written earlier has it: a graph re-imported after
+        onnx's version converter restarts the counter that names new nodes (Reshape__22 twice)."""
+        candidate, suffix = name, 0
+        while candidate in self.node_names or (candidate != name and candidate in self.reserved_node_names):
+            candidate, suffix = f"{name}__{suffix}", suffix + 1
+        self.node_names.add(candidate)
+        return candidate
 
     def attribute(self, attr: Attr, into: onnx.AttributeProto | None = None) -> onnx.AttributeProto:
         proto = onnx.AttributeProto() if into is None else into
