@@ -31,6 +31,7 @@ IMAGE = 224
 # transformers' attention implementation: its default, "sdpa" (torch's scaled_dot_product_attention,
 # what users export), or "eager" (explicit matmuls and softmax); --attention sets it
 ATTENTION = "sdpa"
+TRANSFORMERS_MODELS = ("bert_base", "gpt2", "t5_small_encoder")  # the zoo entries it applies to
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 "inputs": {name: {"dtype": dtype, "dims": list(dims)} for name, (dtype, dims) in spec.inputs.items()},
                 "sizes": CONCRETE,
                 "torch": torch.__version__,
-                "attention": ATTENTION if spec.name in ("bert_base", "gpt2", "t5_small_encoder") else None,
+                "attention": ATTENTION if spec.name in TRANSFORMERS_MODELS else None,
             }
             print(f"{spec.name} ({exporter}): {os.path.getsize(path) / 1e6:.0f} MB in {time.perf_counter() - start:.0f} s", flush=True)
             with open(manifest_path, "w") as handle:

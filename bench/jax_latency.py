@@ -215,10 +215,12 @@ def environment(args: argparse.Namespace, load_before: tuple, load_after: tuple,
 
 def _zoo_attention(models_dir: str) -> dict[str, str]:
     """The transformers attention implementation each zoo text model was exported with (manifest)."""
+    from build_models import TRANSFORMERS_MODELS
+
     path = os.path.join(models_dir, "manifest.json")
     manifest = json.load(open(path)) if os.path.exists(path) else {}
     return {name: entry.get("attention") or "eager (before the manifest said)"
-            for name, entry in manifest.items() if entry.get("model") in ("bert_base", "gpt2", "t5_small_encoder")}
+            for name, entry in manifest.items() if entry.get("model") in TRANSFORMERS_MODELS}
 
 
 def _malloc_tuning() -> str:

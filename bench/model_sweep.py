@@ -53,8 +53,10 @@ TINY_TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, int
 TEXT = {"input_ids": ("int64", ("batch", "sequence")), "attention_mask": ("int64", ("batch", "sequence"))}
 
 
-def _wrap(model, output: str, keys: tuple[str, ...]):
-    """A module taking plain tensors (named `keys`) and returning the one output tensor."""
+def _wrap(model, output: str, keys: tuple[str, ...] = ()):
+    """A module taking plain tensors (passed to `model` as `keys`, or by position without keys) and
+    returning the one output named `output` (a field of transformers' ModelOutput, a key of
+    torchvision's dict)."""
     import torch
 
     class Wrapped(torch.nn.Module):
@@ -63,8 +65,9 @@ def _wrap(model, output: str, keys: tuple[str, ...]):
             self.model = model
 
         def forward(self, first, second=None):  # named, so torch.export's dynamic_shapes match them
-            result = self.model(**dict(zip(keys, (first, second))))
-            return getattr(result, output)
+            given = [t for t in (first, second) if t is not None]
+            result = self.model(**dict(zip(keys, given))) if keys else self.model(*given)
+            return result[output]
 
     return Wrapped().eval()
 
@@ -106,24 +109,10 @@ def _torchvision(factory: str, **kwargs):
             module = getattr(module, part)
         model = getattr(module, factory.split(".")[-1])(weights=None, **kwargs).eval()
         if factory.startswith("segmentation."):
-            return _segmentation(model)
+            return _wrap(model, "out")
         return model
 
     return build
-
-
-def _segmentation(model):
-    import torch
-
-    class Out(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels):
-            return self.model(pixels)["out"]
-
-    return Out().eval()
 
 
 def _image(size: int, channels: int = 3) -> dict:

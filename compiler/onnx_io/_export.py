@@ -16,22 +16,19 @@ GRAPHKILN_DOMAIN = "ai.graphkiln"
 
 
 class _Namer:
-    """Gives every value a unique, stable name at export (unnamed values get fresh ones)."""
+    """Gives every value (or node) a unique, stable name at export: the first holder of a name keeps
+    it, a repeat or an unnamed one gets a fresh name no other holds."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, holders: Iterable[Value | Node]):
         self.taken: set[str] = set()
         self.names: dict[int, str] = {}
         self.counter = 0
-        self._reserve(graph)
+        for holder in holders:
+            if holder.name and holder.name not in self.taken:
+                self.taken.add(holder.name)
+                self.names[id(holder)] = holder.name
 
-    def _reserve(self, graph: Graph) -> None:
-        for scope in graph.self_and_subgraphs():
-            for value in _values_in_scope(scope):
-                if value.name and value.name not in self.taken:
-                    self.taken.add(value.name)
-                    self.names[id(value)] = value.name
-
-    def name(self, value: Value) -> str:
+    def name(self, value: Value | Node) -> str:
         known = self.names.get(id(value))
         if known is not None:
             return known
@@ -66,12 +63,14 @@ class _Exporter:
     def __init__(self, graph: Graph | None, *, value_info: bool, keep_data: Callable[[Value], bool] | None = None):
         if graph is not None:
             _ensure_names(graph)
-        self.namer = _Namer(graph) if graph is not None else _OwnNames()
+            self.namer = _Namer(v for scope in graph.self_and_subgraphs() for v in _values_in_scope(scope))
+            # node names too: a graph re-imported after onnx's version converter restarts the counter
+            # that names new nodes, and onnxruntime refuses a model with two nodes of one name
+            self.node_namer = _Namer(graph.all_nodes())
+        else:
+            self.namer = self.node_namer = _OwnNames()
         self.value_info = value_info
         self.keep_data = keep_data
-        # onnxruntime refuses a model with two nodes of one name: a repeat gets a suffix no node has
-        self.node_names: set[str] = set()  # written so far
-        self.reserved_node_names = {n.name for n in graph.all_nodes() if n.name} if graph is not None else set()
 
     def graph(self, graph: Graph, proto: onnx.GraphProto | None = None) -> onnx.GraphProto:
         proto = onnx.GraphProto() if proto is None else proto
@@ -114,7 +113,7 @@ class _Exporter:
         if node.domain:
             proto.domain = node.domain
         if node.name:
-            proto.name = self._unique_node_name(node.name)
+            proto.name = self.node_namer.name(node)
         if node.doc_string:
             proto.doc_string = node.doc_string
         if node.overload:
@@ -127,15 +126,6 @@ class _Exporter:
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         return proto
-
-    def _unique_node_name(self, name: str) -> str:
-        """`name`, or `name__<k>` where a node written earlier has it: a graph re-imported after
-        onnx's version converter restarts the counter that names new nodes (Reshape__22 twice)."""
-        candidate, suffix = name, 0
-        while candidate in self.node_names or (candidate != name and candidate in self.reserved_node_names):
-            candidate, suffix = f"{name}__{suffix}", suffix + 1
-        self.node_names.add(candidate)
-        return candidate
 
     def attribute(self, attr: Attr, into: onnx.AttributeProto | None = None) -> onnx.AttributeProto:
         proto = onnx.AttributeProto() if into is None else into

@@ -50,3 +50,9 @@ def matches_last_dim(parameter: Value, x: Value, node: Node):
     if shape is None or not (len(shape) == 0 or (len(shape) == 1 and shape[0] == last)) or not isinstance(last, int):
         return fail("scale/bias is not a vector over the normalized axis", node)
     return True
+
+
+def nan_guarded(op, x, zero):
+    """Where(IsNaN(x), zero, x): torch's sdpa guard that turns the NaN of a row masked everywhere
+    into zeros, as a pattern piece or a replacement."""
+    return op.Where(op.IsNaN(x), zero, x)

@@ -9,7 +9,7 @@ from compiler.pass_infra import register_pass
 from compiler.rewriter import AttrVar, Rule, fail
 
 from ..rewrite_pass import RewritePass
-from ._common import is_float, scalar
+from ._common import is_float, nan_guarded, scalar
 
 _KEY_PERMUTATIONS = {(0, 2, 3, 1): (0, 2, 1, 3), (0, 1, 3, 2): None}  # K^T's perm -> perm giving [B, H, S, D]
 
@@ -44,27 +44,21 @@ def _split_scale_pattern(masked: bool, guarded: bool, scaled: bool = True):
             scores = op.Add(scores, mask)
         probabilities = op.Softmax(scores, axis=AttrVar("softmax_axis"), _capture="softmax")
         if guarded:
-            probabilities = op.Where(op.IsNaN(probabilities), zero, probabilities)
+            probabilities = nan_guarded(op, probabilities, zero)
         return op.MatMul(probabilities, value)
     return pattern
 
 
 def _check_split_scale(ctx, query, transposed_key, value, softmax_axis, softmax, query_scale=None, key_scale=None,
                        mask=None, zero=None, **_):
-    if not is_float(query, ctx.root):
-        return is_float(query, ctx.root)
-    if not all(_rank(v) == 4 for v in (query, transposed_key, value)):
-        return fail("Q, K^T and V are not 4-D head tensors", ctx.root)
-    if _batch_broadcast(query, transposed_key, value):
-        return fail("Q and K/V have different batch sizes (the product broadcasts one)", ctx.root)
+    fits = _operands_fit(ctx, query, transposed_key, value, softmax_axis, softmax, mask)
+    if not fits:
+        return fits
     if query_scale is not None and (scalar(query_scale) is None or scalar(key_scale) is None):
         return fail("the Q/K scales are not scalar constants", ctx.root)
-    if mask is not None and (_rank(mask) is None or _rank(mask) > 4 or mask.dtype != query.dtype):
-        return fail("the mask is not a float tensor broadcastable to the scores", ctx.root)
     if zero is not None and scalar(zero) != 0.0:
         return fail("the NaN guard does not put 0 in place of NaN", ctx.root)
-    axis = softmax_axis if softmax_axis is not None else (-1 if ctx.opset >= 13 else 1)
-    return axis in (-1, 3) or fail("Softmax is not over the last axis", softmax)
+    return True
 
 
 def _replace_split_scale(op, query, transposed_key, value, query_scale=None, key_scale=None, mask=None, zero=None, **_):
@@ -76,7 +70,7 @@ def _replace_split_scale(op, query, transposed_key, value, query_scale=None, key
         return output
     # a row of NaN probabilities gives a NaN output row, so the guard moves to the [B, H, S, D]
     # output: exact for rows masked everywhere, whichever way a backend computes that row
-    return op.Where(op.IsNaN(output), zero, output)
+    return nan_guarded(op, output, zero)
 
 
 def _rank(value) -> int | None:
@@ -90,23 +84,37 @@ def _batch_broadcast(query, key, value) -> bool:
     return any(b == 1 for b in batches) and not all(b == 1 for b in batches)
 
 
-def _check(ctx, query, key, value, key_perm, softmax_axis, softmax, scale=None, mask=None, bias=None, **_):
+def _operands_fit(ctx, query, key, value, softmax_axis, softmax, mask=None):
+    """The checks of every attention rule: float 4-D Q, K (or K^T) and V of one batch size, the
+    Softmax over the last axis, and a float mask broadcastable to the scores."""
     if not is_float(query, ctx.root):
         return is_float(query, ctx.root)
     if not all(_rank(v) == 4 for v in (query, key, value)):
         return fail("Q, K and V are not 4-D head tensors", ctx.root)
     if _batch_broadcast(query, key, value):
         return fail("Q and K/V have different batch sizes (the product broadcasts one)", ctx.root)
-    if tuple(key_perm or ()) not in _KEY_PERMUTATIONS:
-        return fail(f"K is transposed with perm {key_perm}, not to [B, H, D, S]", ctx.root)
     axis = softmax_axis if softmax_axis is not None else (-1 if ctx.opset >= 13 else 1)
     if axis not in (-1, 3):
         return fail("Softmax is not over the last axis", softmax)
+    if mask is not None and not _score_shaped(mask, query):
+        return fail("the mask is not a float tensor broadcastable to the scores", ctx.root)
+    return True
+
+
+def _score_shaped(tensor, query) -> bool:
+    """A tensor of Q's float type and at most 4 dims (so it broadcasts to the [B, H, Sq, Sk] scores)."""
+    return _rank(tensor) is not None and _rank(tensor) <= 4 and tensor.dtype == query.dtype
+
+
+def _check(ctx, query, key, value, key_perm, softmax_axis, softmax, scale=None, mask=None, bias=None, **_):
+    fits = _operands_fit(ctx, query, key, value, softmax_axis, softmax, mask)
+    if not fits:
+        return fits
+    if tuple(key_perm or ()) not in _KEY_PERMUTATIONS:
+        return fail(f"K is transposed with perm {key_perm}, not to [B, H, D, S]", ctx.root)
     if scale is not None and scalar(scale) is None:
         return fail("the score scale is not a scalar constant", ctx.root)
-    if mask is not None and (_rank(mask) is None or _rank(mask) > 4 or mask.dtype != query.dtype):
-        return fail("the mask is not a float tensor broadcastable to the scores", ctx.root)
-    if bias is not None and (_rank(bias) is None or _rank(bias) > 4 or bias.dtype != query.dtype):
+    if bias is not None and not _score_shaped(bias, query):
         return fail("the score bias is not a float tensor broadcastable to the scores", ctx.root)
     return True
 
@@ -132,17 +140,15 @@ def _rules() -> list[Rule]:
             rules.append(Rule(name, _pattern(scaling, masked), _replacement(scaling), _check))
         rules.append(Rule(f"fuse_attention_{scaling}_scale_bias_masked", _pattern(scaling, True, True),
                           _replacement(scaling), _check))
-    for masked in (True, False):
-        for guarded in (True, False):
-            name = f"fuse_attention_split_scale{'_masked' if masked else ''}{'_nan_guarded' if guarded else ''}"
-            rules.append(Rule(name, _split_scale_pattern(masked, guarded), _replace_split_scale, _check_split_scale))
-    # unscaled with any K^T (OPT scales Q itself; T5 has no scale and a position bias in its mask),
-    # tried after the Transpose rules above, which take K without the extra transpose
-    for masked in (True, False):
-        for guarded in (True, False):
-            name = f"fuse_attention_unscaled{'_masked' if masked else ''}{'_nan_guarded' if guarded else ''}"
-            rules.append(Rule(name, _split_scale_pattern(masked, guarded, scaled=False), _replace_split_scale,
-                              _check_split_scale))
+    # torch's sdpa forms with any K^T; unscaled (OPT scales Q itself; T5 has no scale and a position
+    # bias in its mask) tried after the Transpose rules above, which take K without the extra transpose
+    for scaled in (True, False):
+        for masked in (True, False):
+            for guarded in (True, False):
+                name = (f"fuse_attention_{'split_scale' if scaled else 'unscaled'}{'_masked' if masked else ''}"
+                        f"{'_nan_guarded' if guarded else ''}")
+                rules.append(Rule(name, _split_scale_pattern(masked, guarded, scaled), _replace_split_scale,
+                                  _check_split_scale))
     return rules
 
 

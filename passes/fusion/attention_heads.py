@@ -9,6 +9,7 @@ from compiler.pass_infra import register_pass
 from compiler.rewriter import AttrVar, Rule, fail
 
 from ..rewrite_pass import RewritePass
+from ._common import nan_guarded
 
 _HEADS_FIRST = [0, 2, 1, 3]
 
@@ -22,7 +23,7 @@ def _pattern(guarded: bool):
             return op.Transpose(op.Reshape(x, shape, _capture=f"{name}_split"), perm=_HEADS_FIRST)
         attention = op.Attention(heads(query, query_shape, "query"), heads(key, key_shape, "key"),
                                  heads(value, value_shape, "value"), mask, scale=AttrVar("scale"), _capture="attention")
-        output = op.Where(op.IsNaN(attention), zero, attention) if guarded else attention
+        output = nan_guarded(op, attention, zero) if guarded else attention
         return op.Reshape(op.Transpose(output, perm=_HEADS_FIRST), merged_shape, _capture="merge")
     return pattern
 
@@ -77,7 +78,7 @@ def _replace(op, query, key, value, attention, key_split, merge, merged_shape, m
     kv_heads = key_split.outputs[0].shape[2]  # [B, S, Hkv, D]
     result = op.Attention(query, key, value, mask, scale=scale, q_num_heads=int(heads), kv_num_heads=int(kv_heads))
     if zero is not None:
-        result = op.Where(op.IsNaN(result), zero, result)
+        result = nan_guarded(op, result, zero)
     merged, source = merge.outputs[0].shape, query.shape
     if merged is not None and source is not None and len(merged) == 3 and list(merged) == [*source[:2], result_width(attention)]:
         return result
